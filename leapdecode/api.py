@@ -1,0 +1,164 @@
+"""The Python API: load once, then generate (or stream) with any method."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leapdecode.draft_length import DraftLength
+from leapdecode.drafters import make_drafter
+from leapdecode.engine import Engine
+from leapdecode.errors import InvalidRequest
+from leapdecode.models.loader import DTYPES, load_model
+from leapdecode.stopping import Finisher
+from leapdecode.types import GenerationResult, SamplingParams
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateOptions:
+    """One request's settings beyond the prompt, validated on construction."""
+
+    method: str = "none"
+    max_new_tokens: int = 128
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    draft_length: int = 6
+    max_draft_length: int = 12
+    drafter_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise InvalidRequest(f"max_new_tokens must be a positive integer, got {self.max_new_tokens}")
+        if any(not s for s in self.stop):
+            raise InvalidRequest("stop strings must not be empty")
+
+
+class LLM:
+    """A loaded model. `generate` returns text, token ids and speed stats; `stream` yields text pieces."""
+
+    def __init__(self, model: str = "smollm2-135m", dtype: str = "float32", threads: int | None = None,
+                 backend: str = "auto") -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        loaded = load_model(model, dtype=dtype, backend=backend)
+        self.network, self.tokenizer = loaded.network, loaded.tokenizer
+        self.checkpoint_dir: Path = loaded.checkpoint_dir
+        self.backend = loaded.backend
+        self.dtype: torch.dtype = DTYPES[dtype]
+        self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
+
+    def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
+        """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
+        if isinstance(prompt, str) and not prompt.strip():
+            raise InvalidRequest("the prompt is empty")
+        if isinstance(prompt, str) and raw:
+            return self.tokenizer.encode(prompt)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        if not messages:
+            raise InvalidRequest("the message list is empty")
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def generate(self, prompt: Prompt | None = None, *, prompt_ids: list[int] | None = None, raw: bool = False,
+                 **options: Any) -> GenerationResult:
+        """options: method, max_new_tokens, temperature, top_k, top_p, seed, stop, draft_length, ..."""
+        for _ in (run := self._start(prompt, prompt_ids, raw, options)):
+            pass
+        return run.result()
+
+    def stream(self, prompt: Prompt | None = None, *, prompt_ids: list[int] | None = None, raw: bool = False,
+               **options: Any) -> Iterator[str]:
+        """Text pieces as they are accepted. The final stats are on the iterator's `.result()` afterwards."""
+        return self._start(prompt, prompt_ids, raw, options)
+
+    def _start(self, prompt: Prompt | None, prompt_ids: list[int] | None, raw: bool, options: dict[str, Any]) -> Run:
+        ids = list(prompt_ids) if prompt_ids is not None else self.encode(_required(prompt), raw)
+        opts = _options(options)
+        self._check_fits(len(ids), opts.max_new_tokens)
+        return Run(self, ids, opts)
+
+    def _check_fits(self, prompt_len: int, max_new_tokens: int) -> None:
+        ctx = self.network.max_context
+        if prompt_len == 0:
+            raise InvalidRequest("the prompt has no tokens")
+        if prompt_len >= ctx:
+            raise InvalidRequest(f"the prompt has {prompt_len} tokens; the model's context window is {ctx}")
+        if prompt_len + max_new_tokens > ctx:
+            raise InvalidRequest(f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) "
+                                 f"exceeds the context window of {ctx}")
+
+
+class Run:
+    """One generation in progress; iterating it yields streamed text pieces."""
+
+    def __init__(self, llm: LLM, prompt_ids: list[int], opts: GenerateOptions) -> None:
+        self.llm, self.opts, self.prompt_ids = llm, opts, prompt_ids
+        self.finisher = Finisher(llm.tokenizer, llm.eos_ids, list(opts.stop), opts.max_new_tokens)
+        self.engine: Engine | None = None
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[str]:
+        t0 = time.perf_counter()
+        opts = self.opts
+        extra = {"tokenizer": self.llm.tokenizer} if "corpus_path" in opts.drafter_options else {}
+        drafter = make_drafter(opts.method, **opts.drafter_options, **extra)
+        capacity = min(len(self.prompt_ids) + opts.max_new_tokens + opts.max_draft_length + 1,
+                       self.llm.network.max_context)
+        k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
+        self.engine = Engine(self.llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity)
+        while not self.finisher.reason:
+            budget = opts.max_new_tokens - len(self.finisher.ids) - 1
+            self.finisher.push(self.engine.step(budget))
+            self.seconds = time.perf_counter() - t0
+            if piece := self.finisher.delta():
+                yield piece
+        self.seconds = time.perf_counter() - t0
+
+    def result(self) -> GenerationResult:
+        stats = self.engine.stats if self.engine else None
+        res = GenerationResult(text=self.finisher.text, token_ids=list(self.finisher.ids),
+                               finish_reason=self.finisher.reason or "length")
+        if stats:
+            res.stats = stats
+            stats.new_tokens, stats.seconds = len(self.finisher.ids), self.seconds
+        return res
+
+
+def _options(options: dict[str, Any]) -> GenerateOptions:
+    sampling_keys = ("temperature", "top_k", "top_p", "seed")
+    sampling = SamplingParams(**{k: options.pop(k) for k in sampling_keys if options.get(k) is not None})
+    for k in sampling_keys:
+        options.pop(k, None)
+    stop = options.pop("stop", None) or ()
+    stop = (stop,) if isinstance(stop, str) else tuple(stop)
+    known = {f for f in GenerateOptions.__dataclass_fields__} - {"sampling", "stop", "drafter_options"}
+    drafter_options = {k: options.pop(k) for k in list(options) if k not in known}
+    return GenerateOptions(sampling=sampling, stop=stop, drafter_options=drafter_options, **options)
+
+
+def _required(prompt: Prompt | None) -> Prompt:
+    if prompt is None:
+        raise InvalidRequest("give a prompt or prompt_ids")
+    return prompt
+
+
+def _eos_ids(ckpt: Path, tokenizer: Any) -> set[int]:
+    """End-of-sequence ids as transformers' generate() sees them: generation_config first."""
+    from transformers import GenerationConfig
+
+    ids: set[int] = set()
+    try:
+        eos = GenerationConfig.from_pretrained(ckpt).eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    except OSError:
+        pass
+    if not ids and tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

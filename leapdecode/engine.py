@@ -1,0 +1,69 @@
+"""The decode loop for one sequence: propose -> verify in one forward -> accept -> roll back -> commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from leapdecode.draft_length import DraftLength
+from leapdecode.drafters.base import Drafter
+from leapdecode.sampling import target_probs
+from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
+from leapdecode.verify import verify_greedy, verify_sampling
+
+
+class Engine:
+    """Owns one sequence's tokens, KV cache, RNG and draft length. The drafter is opaque to it."""
+
+    def __init__(self, model: Any, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
+                 draft_length: DraftLength, capacity: int) -> None:
+        self.model, self.drafter, self.params, self.draft_length = model, drafter, params, draft_length
+        self.tokens = list(prompt_ids)
+        self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids))
+        self.cache = model.new_cache(capacity)
+        self.gen = torch.Generator()
+        self.gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
+        self.stats = GenerationStats()
+        self._prefill()
+
+    def _prefill(self) -> None:
+        """Cache every prompt token but the last, which the first step feeds with its draft."""
+        n = len(self.tokens) - 1
+        if n > 0:
+            self.model.forward(torch.tensor([self.tokens[:n]]), 0, self.cache, logits=False)
+        self.cache.rollback(n)
+
+    def step(self, budget: int) -> list[int]:
+        """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
+        draft = self._propose(budget)
+        logits = self._forward(draft)
+        verdict = self._verify(draft, logits)
+        self._accept(draft, verdict)
+        return verdict.tokens
+
+    def _propose(self, budget: int) -> Draft:
+        room = self.cache.max_len - self.cache.length - 1
+        k = min(self.draft_length.k, budget, room)
+        return self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+
+    def _forward(self, draft: Draft) -> Tensor:
+        """Logits [k+1, V] for the pending last token followed by the draft, in one forward."""
+        fed = torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens])[None]  # [1, k+1]
+        return self.model.forward(fed, self.cache.length, self.cache)[0]
+
+    def _verify(self, draft: Draft, logits: Tensor) -> Verdict:
+        if self.params.greedy:
+            return verify_greedy(draft, logits)
+        return verify_sampling(draft, target_probs(logits, self.params), self.gen)
+
+    def _accept(self, draft: Draft, verdict: Verdict) -> None:
+        # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.
+        self.cache.rollback(self.cache.length + 1 + verdict.accepted)
+        self.tokens.extend(verdict.tokens)
+        self.drafter.commit(self.view, verdict.accepted)
+        self.draft_length.update(len(draft), verdict.accepted)
+        self.stats.target_forwards += 1
+        self.stats.drafted += len(draft)
+        self.stats.accepted += verdict.accepted

@@ -1,0 +1,13 @@
+"""User-facing errors: one clear line each, raised for bad input, never for our own bugs."""
+
+
+class LeapError(Exception):
+    """A problem with what the user asked for (a path, a model, a parameter), told in one line."""
+
+
+class ModelLoadError(LeapError):
+    """The model could not be found, fetched, converted or understood."""
+
+
+class InvalidRequest(LeapError):
+    """A generation request whose parameters cannot be honoured (empty prompt, bad temperature...)."""

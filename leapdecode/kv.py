@@ -1,0 +1,34 @@
+"""The KV cache: preallocated per request, indexed by slot, rolled back by moving a length."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Keys and values of every layer. Slots past `length` hold stale data that is never read."""
+
+    def __init__(self, layers: int, kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype) -> None:
+        shape = (layers, 1, kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype)  # [L, B, Hkv, S, D]
+        self.v = torch.zeros(shape, dtype=dtype)  # [L, B, Hkv, S, D]
+        self.length = 0  # slots [0, length) hold committed tokens
+        self.max_len = max_len
+
+    def write(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v [B, Hkv, T, D] at slots start..start+T; return the layer's keys/values up to there."""
+        end = start + k.shape[2]
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def rollback(self, length: int) -> None:
+        """Forget every slot from `length` on: rejected drafts cost a number, not a copy."""
+        self.length = length
+
+    def compact(self, keep: Tensor, start: int) -> None:
+        """Move the slots in keep [n] (ascending, all >= start) to start..start+n, for accepted tree paths."""
+        n = int(keep.shape[0])
+        self.k[:, :, :, start : start + n] = self.k[:, :, :, keep]
+        self.v[:, :, :, start : start + n] = self.v[:, :, :, keep]

@@ -1,0 +1,42 @@
+"""Any transformers causal LM behind our forward(): slower than our own code, but lossless."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache
+
+
+class HFCache:
+    """transformers' DynamicCache with our `length` / `rollback` vocabulary."""
+
+    def __init__(self) -> None:
+        self.inner = DynamicCache()
+        self.length = 0
+
+    def rollback(self, length: int) -> None:
+        self.length = length
+
+
+class HFAdapter:
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model.eval()
+        cfg = model.config
+        self.vocab_size = cfg.vocab_size
+        self.max_context = getattr(cfg, "max_position_embeddings", None) or 2048
+        self.dtype = next(model.parameters()).dtype
+
+    def new_cache(self, max_len: int) -> HFCache:
+        return HFCache()
+
+    @torch.inference_mode()
+    def forward(self, tokens: Tensor, start: int, cache: HFCache, mask: Tensor | None = None,
+                logits: bool = True) -> Tensor | None:
+        if mask is not None:
+            raise NotImplementedError("token trees need leapdecode's own model code, not the transformers adapter")
+        if cache.inner.get_seq_length() > start:
+            cache.inner.crop(start)  # drop the KV of rejected drafts
+        pos = torch.arange(start, start + tokens.shape[1])[None]
+        out = self.model(input_ids=tokens, past_key_values=cache.inner, position_ids=pos,
+                         cache_position=pos[0], use_cache=True)
+        return out.logits.float() if logits else None

@@ -1,0 +1,100 @@
+"""Plain data passed between the engine's parts. Tensor fields carry their shape in a comment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from leapdecode.errors import InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick the next token. temperature == 0 means greedy."""
+
+    temperature: float = 0.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.temperature <= 100.0):
+            raise InvalidRequest(f"temperature must be between 0 and 100, got {self.temperature}")
+        if self.top_k < 0:
+            raise InvalidRequest(f"top_k must be >= 0, got {self.top_k}")
+        if not (0.0 < self.top_p <= 1.0):
+            raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeqView:
+    """What a drafter may read of a sequence: every committed token, prompt first."""
+
+    tokens: list[int]  # prompt + generated, committed only
+    prompt_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """Guessed continuation of a sequence. Empty when the drafter has nothing worth verifying."""
+
+    tokens: Tensor  # [k] int64, a chain
+    probs: Tensor | None = None  # [k, V] the drafter's distribution; None for a deterministic drafter
+
+    @staticmethod
+    def empty() -> Draft:
+        return Draft(tokens=torch.empty(0, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What verification decided: the accepted draft prefix, then the one token the target yields anyway."""
+
+    accepted: int  # how many draft tokens were kept
+    tokens: list[int]  # accepted draft tokens + the recovered (after a rejection) or bonus token
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    new_tokens: int = 0
+    seconds: float = 0.0
+    target_forwards: int = 0  # decode forwards of the target (prefill not counted)
+    drafted: int = 0  # draft tokens proposed
+    accepted: int = 0  # draft tokens accepted
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Tokens emitted per target forward (1.0 for plain decoding)."""
+        return self.new_tokens / self.target_forwards if self.target_forwards else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "new_tokens": self.new_tokens,
+            "seconds": round(self.seconds, 4),
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "target_forwards": self.target_forwards,
+            "mean_accepted": round(self.mean_accepted, 4),
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+        }
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    text: str
+    token_ids: list[int]  # generated ids only
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+    stats: GenerationStats = field(default_factory=GenerationStats)
