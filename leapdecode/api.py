@@ -80,7 +80,7 @@ class LLM:
 
     def _start(self, prompt: Prompt | None, prompt_ids: list[int] | None, raw: bool, options: dict[str, Any]) -> Run:
         ids = list(prompt_ids) if prompt_ids is not None else self.encode(_required(prompt), raw)
-        opts = _options(options)
+        opts = parse_options(options)
         self._check_fits(len(ids), opts.max_new_tokens)
         return Run(self, ids, opts)
 
@@ -131,7 +131,9 @@ class Run:
         return res
 
 
-def _options(options: dict[str, Any]) -> GenerateOptions:
+def parse_options(options: dict[str, Any]) -> GenerateOptions:
+    """Keyword options of generate() -> validated GenerateOptions (unknown keys go to the drafter)."""
+    options = dict(options)
     sampling_keys = ("temperature", "top_k", "top_p", "seed")
     sampling = SamplingParams(**{k: options.pop(k) for k in sampling_keys if options.get(k) is not None})
     for k in sampling_keys:

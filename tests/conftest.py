@@ -1,0 +1,63 @@
+"""Shared fixtures: the default model loaded once, and transformers' greedy outputs as the baseline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Ten varied prompts: code, lists, prose, rewriting, maths, dialogue; 128 new tokens each in the tests.
+PROMPTS = [
+    "Write a Python function that checks whether a number is prime.",
+    "Tell me a short story about a dragon who is afraid of fire.",
+    "What is the capital of France? Answer in one sentence.",
+    "Rewrite this sentence formally: hey guys whats up, the meeting is moved to 3pm tmrw",
+    "List ten fruits, one per line.",
+    "Explain recursion to a five year old.",
+    "Translate to French: The cat sleeps on the warm windowsill every afternoon.",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Summarize the plot of Romeo and Juliet in three sentences.",
+    "Write a JSON object describing a book with title, author, year and genres.",
+]
+NEW_TOKENS = 128
+
+
+@pytest.fixture(scope="session")
+def llm():
+    from leapdecode.api import LLM
+
+    return LLM("smollm2-135m", threads=2)
+
+
+@pytest.fixture(scope="session")
+def hf_model(llm):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(llm.checkpoint_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def prompt_ids(llm) -> list[list[int]]:
+    return [llm.encode(p) for p in PROMPTS]
+
+
+@pytest.fixture(scope="session")
+def hf_greedy(hf_model, prompt_ids) -> list[list[int]]:
+    """transformers' own greedy generate(): the reference every method must equal."""
+    outs = []
+    with torch.inference_mode():
+        for ids in prompt_ids:
+            out = hf_model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False)
+            outs.append(out[0, len(ids):].tolist())
+    return outs
+
+
+def top2_gap(hf_model, ids: list[int]) -> float:
+    """The target's top-2 logit gap for the token after ids: tiny means a numerical tie."""
+    with torch.inference_mode():
+        logits = hf_model(torch.tensor([ids])).logits[0, -1]
+    top = torch.topk(logits, 2).values
+    return float(top[0] - top[1])

@@ -1,0 +1,93 @@
+"""Speculative sampling follows the target's distribution: a statistical test on real model logits.
+
+Tolerance: with N = 20000 draws, total-variation distance between the empirical and the exact
+distribution stays under 0.03 (its expected value here is ~0.01; a sampler that, say, always kept
+the draft or sampled the recovered token from p itself lands far above it).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from leapdecode.sampling import sample, target_probs
+from leapdecode.types import Draft, SamplingParams
+from leapdecode.verify import verify_sampling
+
+N, TV_TOL = 20000, 0.03
+SETTINGS = [SamplingParams(temperature=1.0), SamplingParams(temperature=0.7),
+            SamplingParams(temperature=1.0, top_p=0.9), SamplingParams(temperature=0.7, top_p=0.8, top_k=50)]
+
+
+def _tv(counts: torch.Tensor, p: torch.Tensor) -> float:
+    return 0.5 * (counts / counts.sum() - p).abs().sum().item()
+
+
+@pytest.fixture(scope="module")
+def real_logits(llm):
+    """Target logits [3, V] after a prompt, fed with a two-token draft."""
+    ids = llm.encode("Name a colour and an animal.")
+    net = llm.network
+    cache = net.new_cache(len(ids) + 4)
+    net.forward(torch.tensor([ids[:-1]]), 0, cache, logits=False)
+    probe = net.forward(torch.tensor([ids[-1:]]), len(ids) - 1, cache)[0, 0]
+    draft = torch.topk(probe, 2).indices  # the most likely first token, and a plausible-looking second
+    logits = net.forward(torch.cat([torch.tensor(ids[-1:]), draft])[None], len(ids) - 1, cache)[0]
+    return draft, logits
+
+
+@pytest.mark.parametrize("params", SETTINGS, ids=lambda p: f"T{p.temperature}-p{p.top_p}-k{p.top_k}")
+@pytest.mark.parametrize("stochastic", [False, True], ids=["deterministic-draft", "stochastic-draft"])
+def test_speculative_sampling_matches_target(real_logits, params, stochastic):
+    draft_tokens, logits = real_logits
+    p = target_probs(logits, params)  # [3, V]
+    gen = torch.Generator().manual_seed(1234)
+    q = None
+    if stochastic:  # a drafter that samples from a flattened version of p, and says so
+        q = torch.softmax(torch.log(p[:2] + 1e-9) * 0.5, dim=-1)
+        draft_tokens = sample(q, gen)
+    V = p.shape[-1]
+    first, second = torch.zeros(V), torch.zeros(V)
+    for _ in range(N):
+        if stochastic:
+            draft_tokens = sample(q, gen)
+        v = verify_sampling(Draft(tokens=draft_tokens, probs=q), p, gen)
+        first[v.tokens[0]] += 1
+        if v.accepted >= 1 and len(v.tokens) >= 2 and v.tokens[0] == int(draft_tokens[0]) and not stochastic:
+            second[v.tokens[1]] += 1
+    assert _tv(first, p[0]) < TV_TOL
+    if not stochastic and second.sum() > 2000:
+        # Given the first draft token was kept, the next token must follow the target at position 1.
+        assert _tv(second, p[1]) < TV_TOL + 0.01
+
+
+def test_plain_sampling_matches_target(real_logits):
+    _, logits = real_logits
+    p = target_probs(logits[:1], SamplingParams(temperature=0.7, top_p=0.9))
+    draws = sample(p.expand(N, -1), torch.Generator().manual_seed(7))
+    assert _tv(torch.bincount(draws, minlength=p.shape[-1]).float(), p[0]) < TV_TOL
+
+
+def test_broken_sampler_is_caught(real_logits):
+    """The test has teeth: always accepting a deterministic draft is far from the target."""
+    draft_tokens, logits = real_logits
+    p = target_probs(logits, SamplingParams(temperature=1.0))
+    counts = torch.zeros(p.shape[-1])
+    counts[draft_tokens[0]] = N
+    assert _tv(counts, p[0]) > TV_TOL
+
+
+def test_top_p_keeps_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = target_probs(logits, SamplingParams(temperature=1.0, top_p=0.8))[0]
+    assert torch.allclose(kept, torch.tensor([0.625, 0.375, 0.0, 0.0]))
+    top1 = target_probs(logits, SamplingParams(temperature=1.0, top_p=0.1))[0]
+    assert torch.allclose(top1, torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
+def test_seeded_generation_is_reproducible_and_sampled(llm):
+    ids = llm.encode("Write one sentence about the moon.")
+    runs = [llm.generate(prompt_ids=ids, method="suffix", temperature=0.9, seed=s, max_new_tokens=24).token_ids
+            for s in (1, 1, 2)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
