@@ -39,6 +39,14 @@ def longest_match(text: list[int], source: list[int], before: int) -> int:
     return m
 
 
+def copy_after(text: list[int], end: int, k: int) -> list[int]:
+    """Brute force: extend text by copying from just after `end`, one token at a time (it may copy its copy)."""
+    grown = list(text)
+    while len(grown) < len(text) + k:
+        grown.append(grown[end + 1 + len(grown) - len(text)])
+    return grown[len(text) :]
+
+
 def ngram_reference(text: list[int], k: int, max_n: int, min_n: int) -> list[int]:
     """Longest n first, latest occurrence; the one before it when the latest has fewer than k followers."""
     size = len(text)
@@ -46,13 +54,18 @@ def ngram_reference(text: list[int], k: int, max_n: int, min_n: int) -> list[int
         ends = ends_of(text, text[size - n :], size - 1)
         if ends:
             end = ends[-2] if size - 1 - ends[-1] < k and len(ends) > 1 else ends[-1]
-            return text[end + 1 : end + 1 + k]
+            return copy_after(text, end, k)
     return []
 
 
 def follows(draft: list[int], source: list[int], pattern: list[int], before: int, k: int) -> bool:
-    """draft is all (up to k) of what followed some occurrence of pattern in source ending before `before`."""
-    return any(source[e + 1 : e + 1 + k] == draft for e in ends_of(source, pattern, before))
+    """draft is k tokens copied on from some occurrence of pattern in source ending before `before`."""
+    return any(copy_after(source, e, k) == draft for e in ends_of(source, pattern, before))
+
+
+def follows_in_corpus(draft: list[int], corpus: list[int], pattern: list[int], k: int) -> bool:
+    """A corpus does not loop: draft is all (up to k) of what followed an occurrence of pattern there."""
+    return any(corpus[e + 1 : e + 1 + k] == draft for e in ends_of(corpus, pattern, len(corpus)))
 
 
 # --- n-gram -------------------------------------------------------------------------------------------
@@ -97,7 +110,7 @@ def test_ngram_empty_when_nothing_matches() -> None:
     assert len(drafter.propose(view([1, 2, 3, 4]), 5)) == 0
     assert len(drafter.propose(view([7]), 5)) == 0
     assert len(drafter.propose(view([7, 7]), 0)) == 0
-    assert drafter.propose(view([7, 7]), 5).tokens.tolist() == [7]  # never the tail matching itself
+    assert drafter.propose(view([7, 7]), 5).tokens.tolist() == [7] * 5  # copies the earlier 7, never the tail itself
 
 
 # --- suffix automaton -------------------------------------------------------------------------------
@@ -148,7 +161,7 @@ def test_suffix_with_corpus_uses_longer_match(seed: int) -> None:
         # a corpus match is usable when something follows it in the corpus; it wins only when strictly longer
         corpus_tail = prefix[size - in_corpus :]
         if in_corpus >= 2 and in_corpus > live and ends_of(corpus, corpus_tail, len(corpus) - 1):
-            assert follows(got, corpus, corpus_tail, len(corpus), k)
+            assert follows_in_corpus(got, corpus, corpus_tail, k)
         elif live >= 2:
             assert follows(got, prefix, prefix[size - live :], size - 1, k)
         else:
@@ -248,8 +261,8 @@ def test_suffix_automaton_stays_linear() -> None:
     assert states <= 2 * len(text) - 1
     assert sum(len(t) for t in drafter._live.next) <= 3 * len(text) - 4
     assert drafter.match_len >= 998  # the tail shifted by one period
-    # its only earlier occurrence ends two tokens back, so one period is all there is to copy
-    assert drafter.propose(view(text), 6).tokens.tolist() == [0, 1]
+    # its only earlier occurrence ends two tokens back: the copy reads on into its own draft, period 2
+    assert drafter.propose(view(text), 6).tokens.tolist() == [0, 1, 0, 1, 0, 1]
 
 
 # --- registry -----------------------------------------------------------------------------------------
@@ -284,3 +297,14 @@ def test_make_drafter(tmp_path: Path) -> None:
 def test_make_drafter_rejects_bad_requests(method: str, options: dict, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         make_drafter(method, **options)
+
+
+def test_continuation_reads_on_into_its_own_draft() -> None:
+    from leapdecode.drafters.base import continuation
+
+    text = [5, 7, 8, 9, 7, 8, 9]  # the tail [7, 8, 9] occurred ending at index 3
+    assert continuation(text, 3, 7) == [7, 8, 9, 7, 8, 9, 7]
+    assert continuation(text, 1, 3) == [8, 9, 7]
+    assert continuation(text, 6, 3) == []  # the tail itself is no earlier occurrence
+    assert continuation(text, -1, 3) == []
+    assert NgramDrafter(max_n=3).propose(view([1, 2, 1, 2]), 5).tokens.tolist() == [1, 2, 1, 2, 1]

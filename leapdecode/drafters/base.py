@@ -6,6 +6,33 @@ from typing import Protocol
 
 from leapdecode.types import Draft, SeqView
 
+Mark = tuple[int, tuple[int, ...], tuple[int, ...], int]
+
+
+def history_mark(ctx: SeqView, seen: int) -> Mark:
+    """A few tokens that tell, in O(1), whether ctx still extends the first `seen` tokens a drafter ingested.
+
+    Comparing the whole prompt on every step would cost what the index saves; the prompt's ends plus the
+    last ingested token catch a new request or a rolled-back sequence in practice.
+    """
+    toks, p = ctx.tokens, ctx.prompt_len
+    return p, tuple(toks[:4]), tuple(toks[max(p - 4, 0) : p]), toks[seen - 1] if seen else -1
+
+
+def continuation(text: list[int], end: int, k: int) -> list[int]:
+    """Up to k tokens that follow position `end` of text, read on into the draft itself past the text's end.
+
+    The match says the tail repeats what ended at `end`, so text + draft is periodic with period
+    len(text) - 1 - end: an overlapping copy, as in LZ77, drafts a full k tokens even for a short loop.
+    """
+    size = len(text)
+    if not 0 <= end < size - 1:  # no earlier occurrence, or the tail itself: nothing to copy
+        return []
+    out: list[int] = []
+    for i in range(end + 1, end + 1 + k):
+        out.append(text[i] if i < size else out[i - size])
+    return out
+
 
 class Drafter(Protocol):
     def propose(self, ctx: SeqView, k: int) -> Draft:

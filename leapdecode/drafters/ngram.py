@@ -5,20 +5,8 @@ from __future__ import annotations
 import torch
 
 from leapdecode.errors import InvalidRequest
+from leapdecode.drafters.base import Mark, continuation, history_mark
 from leapdecode.types import Draft, SeqView
-
-Mark = tuple[int, tuple[int, ...], tuple[int, ...], int]
-
-
-def history_mark(ctx: SeqView, seen: int) -> Mark:
-    """A few tokens that tell, in O(1), whether ctx still extends the first `seen` tokens a drafter ingested.
-
-    Comparing the whole prompt on every step would cost what the index saves; the prompt's ends plus the
-    last ingested token catch a new request or a rolled-back sequence in practice.
-    """
-    toks, p = ctx.tokens, ctx.prompt_len
-    return p, tuple(toks[:4]), tuple(toks[max(p - 4, 0) : p]), toks[seen - 1] if seen else -1
-
 
 class NgramDrafter:
     """Longest n-gram first: find the latest earlier occurrence of the last n tokens, propose what followed.
@@ -69,7 +57,7 @@ class NgramDrafter:
             # The latest occurrence may sit so close to the tail that fewer than k tokens follow it;
             # the one before always has more, and is the only fallback kept, so lookup stays O(1).
             end = older if size - 1 - latest < k and older >= 0 else latest
-            return Draft(tokens=torch.tensor(toks[end + 1 : end + 1 + k], dtype=torch.long))  # [k'] k' <= k
+            return Draft(tokens=torch.tensor(continuation(toks, end, k), dtype=torch.long))  # [k'] k' <= k
         return Draft.empty()
 
     def commit(self, ctx: SeqView, accepted: int) -> None:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from leapdecode.drafters.ngram import Mark, history_mark
+from leapdecode.drafters.base import Mark, continuation, history_mark
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import Draft, SeqView
 
@@ -132,10 +132,10 @@ class SuffixDrafter:
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._ingest(ctx)
-        live = (self._len, self._live.text, self._source)
-        corpus = (self._clen, self._corpus.text, self._corpus.firstpos[self._cstate])
-        for length, text, source in sorted((live, corpus), key=lambda m: -m[0]):  # longer first; ties: live
-            follow = text[source + 1 : source + 1 + max(k, 0)]
+        live = (self._len, continuation(self._live.text, self._source, k) if self._source >= 0 else [])
+        src = self._corpus.firstpos[self._cstate]
+        corpus = (self._clen, self._corpus.text[src + 1 : src + 1 + max(k, 0)])  # a corpus does not loop
+        for length, follow in sorted((live, corpus), key=lambda m: -m[0]):  # longer first; ties: live
             if length >= self.min_match and follow:
                 return Draft(tokens=torch.tensor(follow, dtype=torch.long))  # [k'] k' <= k
         return Draft.empty()
