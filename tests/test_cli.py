@@ -50,13 +50,13 @@ def _unsupported_arch_dir(tmp_path):
 
 
 BAD = {
-    "missing model path": (["--model", "/nonexistent/model"], "not found"),
-    "empty prompt": (["--prompt", ""], "prompt is empty"),
-    "negative max tokens": (["--max-new-tokens", "-5"], "max_new_tokens must be a positive integer"),
-    "huge max tokens": (["--max-new-tokens", "100000000"], "exceeds the context window"),
-    "negative temperature": (["--temperature", "-1"], "temperature must be between"),
-    "top-p zero": (["--top-p", "0"], "top_p must be in"),
-    "prompt past the context": (["--prompt", "word " * 9000, "--raw"], "context window"),
+    "missing model path": (["Hello", "--model", "/nonexistent/model"], "not found"),
+    "empty prompt": ([""], "prompt is empty"),
+    "negative max tokens": (["Hello", "--max-new-tokens", "-5"], "max_new_tokens must be a positive integer"),
+    "huge max tokens": (["Hello", "--max-new-tokens", "100000000"], "exceeds the context window"),
+    "negative temperature": (["Hello", "--temperature", "-1"], "temperature must be between"),
+    "top-p zero": (["Hello", "--top-p", "0"], "top_p must be in"),
+    "prompt past the context": (["word " * 9000, "--raw"], "context window"),
     "missing prompt file": (["--prompt-file", "/nonexistent.txt"], "cannot read prompt file"),
 }
 
@@ -64,12 +64,7 @@ BAD = {
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
 def test_bad_input_is_a_clear_error(capsys, case):
     args, message = BAD[case]
-    argv = ["generate"]
-    if args[0] == "--prompt":
-        argv += [args[1], *args[2:]]
-    else:
-        argv += ["Hello", *args]
-    code, out, err = _run(capsys, *argv)
+    code, out, err = _run(capsys, "generate", *args)
     assert code != 0
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
