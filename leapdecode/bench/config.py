@@ -1,0 +1,85 @@
+"""What a benchmark run measures, validated once, and the `leapdecode bench` flags that fill it in."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
+from leapdecode.errors import LeapError
+
+HF_METHODS = ("hf", "hf-pld")  # transformers generate(): plain greedy, and its prompt-lookup mode
+DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
+DTYPES = ("float32", "bfloat16")
+
+
+def engine_methods() -> tuple[str, ...]:
+    """The engine's drafters, from their registry when it exists (it grows as drafters land)."""
+    try:
+        from leapdecode.drafters import DRAFTER_METHODS
+    except ImportError:
+        return ("none", "ngram", "suffix")
+    return tuple(DRAFTER_METHODS)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    model: str = "smollm2-135m"
+    prompts: str = "mt-bench"  # a built-in set's name or a JSONL path
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    max_new_tokens: int = 256
+    limit: int | None = 20  # None: every prompt of the set
+    out: Path | None = None  # None: bench-out/<prompt set name>
+    dtype: str = "float32"
+    threads: int = 2
+    warmup: int = 1  # prompts run by every method before timing starts, not counted
+
+    def __post_init__(self) -> None:
+        known = HF_METHODS + engine_methods()
+        unknown = [m for m in self.methods if m not in known]
+        if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
+            raise LeapError(f"methods {','.join(self.methods)!r}: choose distinct ones from {','.join(known)}")
+        for name in ("max_new_tokens", "threads"):
+            if getattr(self, name) < 1:
+                raise LeapError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise LeapError(f"limit must be >= 1, got {self.limit}")
+        if self.warmup < 0:
+            raise LeapError(f"warmup must be >= 0, got {self.warmup}")
+        if self.dtype not in DTYPES:
+            raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else Path("bench-out") / prompt_set_name(self.prompts)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    sets = ",".join(BUILTIN_SETS)
+    defaults = BenchConfig()  # slots=True: the class itself holds descriptors, not the defaults
+    parser.add_argument("--model", default=defaults.model, help="known model name, .gguf file or HF directory")
+    parser.add_argument("--prompts", default=defaults.prompts, help=f"{sets}, or a .jsonl file")
+    parser.add_argument(
+        "--methods", default=",".join(DEFAULT_METHODS), help="comma list; hf, hf-pld: transformers generate()"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default bench-out/<prompts>)")
+    parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
+
+
+def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
+    return BenchConfig(
+        model=args.model,
+        prompts=args.prompts,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit or None,
+        out=args.out,
+        dtype=args.dtype,
+        threads=args.threads,
+        warmup=args.warmup,
+    )

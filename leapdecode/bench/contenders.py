@@ -1,0 +1,42 @@
+"""Every method under test as one callable: prompt ids in, a timed Generation out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from leapdecode.bench.hf_baseline import HFBaseline
+from leapdecode.bench.record import Generation
+
+GenerateFn = Callable[[list[int]], Generation]
+
+
+def build_contenders(
+    llm: Any, baseline: HFBaseline | None, methods: tuple[str, ...], max_new_tokens: int
+) -> dict[str, GenerateFn]:
+    """Name -> generate function, in the order given; hf methods need the baseline."""
+    contenders: dict[str, GenerateFn] = {}
+    for method in methods:
+        if method in ("hf", "hf-pld"):
+            assert baseline is not None, "hf methods need the HF baseline loaded"
+            contenders[method] = _hf(baseline, max_new_tokens, prompt_lookup=method == "hf-pld")
+        else:
+            contenders[method] = _engine(llm, method, max_new_tokens)
+    return contenders
+
+
+def _hf(baseline: HFBaseline, max_new_tokens: int, prompt_lookup: bool) -> GenerateFn:
+    return lambda ids: baseline.generate(ids, max_new_tokens, prompt_lookup)
+
+
+def _engine(llm: Any, method: str, max_new_tokens: int) -> GenerateFn:
+    def run(ids: list[int]) -> Generation:
+        # Timed here, the same way as the HF baseline, rather than trusting each side's own clock.
+        start = time.perf_counter()
+        res = llm.generate(prompt_ids=ids, method=method, max_new_tokens=max_new_tokens)
+        seconds = time.perf_counter() - start
+        stats = res.stats.as_dict()
+        return Generation(list(res.token_ids), seconds, res.stats.mean_accepted, res.finish_reason, stats)
+
+    return run

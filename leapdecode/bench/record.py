@@ -1,0 +1,50 @@
+"""What one method produced on one prompt: the unit every later stage (summary, divergence, report) reads."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A contender's raw answer, before the runner labels it with method and prompt."""
+
+    token_ids: list[int]  # generated ids only
+    seconds: float  # wall time the harness measured around the call, prefill included
+    mean_accepted: float | None  # tokens per target forward; None when the method does not say
+    finish_reason: str = ""
+    engine_stats: dict[str, Any] = field(default_factory=dict)  # the engine's own stats, kept for reference
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    method: str
+    prompt_id: str
+    category: str
+    prompt_tokens: int
+    token_ids: list[int]
+    seconds: float
+    mean_accepted: float | None
+    finish_reason: str
+    peak_rss_mb: float  # the process's high-water mark so far: shared by every method run in this process
+    engine_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"new_tokens": self.new_tokens, "tokens_per_s": round(self.tokens_per_s, 3)}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process; ru_maxrss is KiB on Linux, bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / (1 << 10)

@@ -1,0 +1,78 @@
+"""Per-method numbers from the raw records: throughput, speedups, acceptance, agreement with the reference."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from leapdecode.bench.record import RunRecord
+
+REFERENCE = "hf"  # plain transformers greedy: the output every method must reproduce and the speed to beat
+
+
+def summarise(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Method -> overall stats plus a per-category breakdown, methods in first-seen order (unrounded)."""
+    by_method = _group(records, lambda r: r.method)
+    reference = {r.prompt_id: r.token_ids for r in by_method.get(REFERENCE, [])}
+    out: dict[str, dict[str, Any]] = {}
+    for method, recs in by_method.items():
+        out[method] = _stats(recs, reference) | {
+            "peak_rss_mb": max(r.peak_rss_mb for r in recs),
+            "by_category": {cat: _stats(rs, reference) for cat, rs in _group(recs, lambda r: r.category).items()},
+        }
+    _add_speedups(out)
+    return out
+
+
+def _stats(recs: list[RunRecord], reference: dict[str, list[int]]) -> dict[str, Any]:
+    tokens = sum(r.new_tokens for r in recs)
+    seconds = sum(r.seconds for r in recs)
+    # Total tokens over total time: long answers weigh more, as they do for a user waiting on them.
+    return {
+        "prompts": len(recs),
+        "new_tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "mean_accepted": _mean_accepted(recs),
+        "exact_match_rate": _exact_match(recs, reference),
+    }
+
+
+def _mean_accepted(recs: list[RunRecord]) -> float | None:
+    """Tokens per target forward over all prompts: total tokens / total forwards, not a mean of ratios."""
+    if any(r.mean_accepted is None for r in recs):
+        return None
+    forwards = sum(r.new_tokens / r.mean_accepted for r in recs if r.mean_accepted)
+    return sum(r.new_tokens for r in recs) / forwards if forwards else None
+
+
+def _exact_match(recs: list[RunRecord], reference: dict[str, list[int]]) -> float | None:
+    compared = [r for r in recs if r.prompt_id in reference]
+    if not compared:
+        return None
+    return sum(r.token_ids == reference[r.prompt_id] for r in compared) / len(compared)
+
+
+def _add_speedups(out: dict[str, dict[str, Any]]) -> None:
+    """speedup_vs_<base> = tok/s / base's tok/s, overall and per category (None when the base was not run)."""
+    for base in (REFERENCE, "hf-pld"):
+        key = "speedup_vs_" + base.replace("-", "_")
+        for stats in out.values():
+            stats[key] = _ratio(stats, out.get(base))
+            for cat, cat_stats in stats["by_category"].items():
+                base_cat = out[base]["by_category"].get(cat) if base in out else None
+                cat_stats[key] = _ratio(cat_stats, base_cat)
+
+
+def _ratio(stats: dict[str, Any], base: dict[str, Any] | None) -> float | None:
+    if base is None or not base["tokens_per_s"]:
+        return None
+    return stats["tokens_per_s"] / base["tokens_per_s"]
+
+
+def _group(recs: list[RunRecord], key: Callable[[RunRecord], str]) -> dict[str, list[RunRecord]]:
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in recs:
+        groups[key(r)].append(r)
+    return dict(groups)

@@ -1,0 +1,227 @@
+"""The benchmark harness: prompt sets, summary math, report files, divergence finding. No model generation."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from leapdecode.bench import BenchConfig, add_bench_arguments, bench_config_from_args
+from leapdecode.bench.divergence import NEAR_TIE, find_divergence, first_difference, tie_tolerance, top2_gap
+from leapdecode.bench.prompts import load_prompts, prompt_set_name
+from leapdecode.bench.record import RunRecord
+from leapdecode.bench.report import assemble, markdown, write_report
+from leapdecode.bench.runner import rotated
+from leapdecode.errors import LeapError
+
+
+def _rec(
+    method: str, pid: str, tokens: list[int], seconds: float, acc: float | None = 1.0, cat: str = "a"
+) -> RunRecord:
+    return RunRecord(method, pid, cat, 5, tokens, seconds, acc, "length", 100.0)
+
+
+# --- prompts ---------------------------------------------------------------------------------------------------
+
+
+def test_mt_bench_builtin_has_80_first_turns_in_8_categories() -> None:
+    prompts = load_prompts("mt-bench")
+    assert len(prompts) == 80
+    assert {p.category for p in prompts} == {
+        "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities",
+    }  # fmt: skip
+    first = prompts[0]
+    assert first.id == "81" and first.category == "writing"
+    assert first.prompt == [{"role": "user", "content": first.prompt[0]["content"]}]
+    assert first.prompt[0]["content"].startswith("Compose an engaging travel blog post about a recent trip")
+
+
+def test_humaneval_builtin_has_164_code_prompts() -> None:
+    prompts = load_prompts("humaneval")
+    assert len(prompts) == 164
+    assert prompts[0].id == "HumanEval/0" and {p.category for p in prompts} == {"code"}
+    content = prompts[0].prompt[0]["content"]
+    assert content.startswith("Complete the following Python function:\n```python\n")
+    assert "def has_close_elements(numbers: List[float], threshold: float) -> bool:" in content
+
+
+def test_limit_and_set_names() -> None:
+    assert len(load_prompts("mt-bench", limit=3)) == 3
+    assert prompt_set_name("mt-bench") == "mt-bench"
+    assert prompt_set_name("/tmp/my_prompts.jsonl") == "my_prompts"
+
+
+def test_jsonl_accepts_prompt_messages_and_turns(tmp_path: Path) -> None:
+    rows = [
+        {"id": "p", "category": "c1", "prompt": "hello"},
+        {"prompt": "raw text", "raw": True},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+        {"question_id": 7, "category": "math", "turns": ["first", "second"]},
+    ]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    p = load_prompts(str(path))
+    assert [x.id for x in p] == ["p", "2", "3", "7"]
+    assert [x.category for x in p] == ["c1", "default", "default", "math"]
+    assert p[0].prompt == "hello" and not p[0].raw
+    assert p[1].prompt == "raw text" and p[1].raw
+    assert p[2].prompt == rows[2]["messages"]
+    assert p[3].prompt == [{"role": "user", "content": "first"}]
+
+
+def test_gzipped_jsonl_loads(tmp_path: Path) -> None:
+    path = tmp_path / "z.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"prompt": "x"}\n'))
+    assert load_prompts(str(path))[0].prompt == "x"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"prompt": "ok"}\n{not json\n', "line 2 is not valid JSON"),
+        ('["a list"]\n', "line 1 is not a JSON object"),
+        ('{"text": "wrong field"}\n', "needs a non-empty 'prompt' string"),
+        ('{"messages": [{"role": "user"}]}\n', "needs a non-empty 'prompt' string"),
+        ("\n\n", "no prompts found"),
+        ('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n', "id 'a' appears more than once"),
+    ],
+)
+def test_malformed_jsonl_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(LeapError, match=message):
+        load_prompts(str(path))
+
+
+def test_missing_prompt_file_is_a_clear_error() -> None:
+    with pytest.raises(LeapError, match="not a built-in set"):
+        load_prompts("/no/such/file.jsonl")
+
+
+# --- config ----------------------------------------------------------------------------------------------------
+
+
+def test_arguments_build_a_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    args = parser.parse_args(["--methods", "hf, ngram", "--limit", "0", "--prompts", "humaneval"])
+    cfg = bench_config_from_args(args)
+    assert cfg.methods == ("hf", "ngram") and cfg.limit is None and cfg.max_new_tokens == 256
+    assert cfg.out_dir == Path("bench-out/humaneval")
+    default = bench_config_from_args(parser.parse_args([]))
+    assert default == BenchConfig() and default.methods == ("hf", "hf-pld", "none", "ngram", "suffix")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"methods": ("hf", "bogus")}, {"methods": ("hf", "hf")}, {"max_new_tokens": 0}, {"dtype": "int3"}]
+)
+def test_bad_config_is_rejected(kwargs: dict) -> None:
+    with pytest.raises(LeapError):
+        BenchConfig(**kwargs)
+
+
+def test_method_order_rotates_per_prompt() -> None:
+    names = ["a", "b", "c"]
+    orders = [rotated(names, n) for n in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+# --- summary and report ----------------------------------------------------------------------------------------
+
+
+def _synthetic_records() -> list[RunRecord]:
+    return [
+        _rec("hf", "1", [1, 2, 3, 4], 2.0, cat="a"),
+        _rec("hf", "2", [5, 6], 2.0, cat="b"),
+        _rec("hf-pld", "1", [1, 2, 3, 4], 1.0, acc=None, cat="a"),
+        _rec("hf-pld", "2", [5, 6], 1.0, acc=None, cat="b"),
+        _rec("ngram", "1", [1, 2, 3, 4], 0.5, acc=4.0, cat="a"),  # 1 target forward
+        _rec("ngram", "2", [5, 7], 1.5, acc=1.0, cat="b"),  # 2 forwards, and a divergence
+    ]
+
+
+def test_summary_numbers() -> None:
+    methods = assemble({}, {}, _synthetic_records(), [])["methods"]
+    hf, pld, ngram = methods["hf"], methods["hf-pld"], methods["ngram"]
+    assert hf["tokens_per_s"] == 1.5 and hf["speedup_vs_hf"] == 1.0 and hf["exact_match_rate"] == 1.0
+    assert pld["tokens_per_s"] == 3.0 and pld["speedup_vs_hf"] == 2.0 and pld["mean_accepted"] is None
+    # ngram: 6 tokens in 2 s = 3 tok/s; 6 tokens over 1 + 2 target forwards = 2.0 accepted per forward
+    assert ngram["tokens_per_s"] == 3.0 and ngram["speedup_vs_hf"] == 2.0 and ngram["speedup_vs_hf_pld"] == 1.0
+    assert ngram["mean_accepted"] == 2.0 and ngram["exact_match_rate"] == 0.5
+    cat_a = ngram["by_category"]["a"]
+    assert cat_a["tokens_per_s"] == 8.0 and cat_a["speedup_vs_hf"] == 4.0 and cat_a["exact_match_rate"] == 1.0
+    assert ngram["by_category"]["b"]["speedup_vs_hf"] == pytest.approx((2 / 1.5) / 1.0)
+    assert ngram["peak_rss_mb"] == 100.0
+
+
+def test_summary_without_hf_has_no_speedups() -> None:
+    methods = assemble({}, {}, [r for r in _synthetic_records() if r.method != "hf"], [])["methods"]
+    assert methods["ngram"]["speedup_vs_hf"] is None and methods["ngram"]["exact_match_rate"] is None
+    assert methods["ngram"]["speedup_vs_hf_pld"] == 1.0
+
+
+def test_report_files(tmp_path: Path) -> None:
+    records = _synthetic_records()
+    logits = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 2.0, 2.5])
+    div = find_divergence(records[1], records[5], [9, 9], lambda ids: logits)
+    results = assemble({"model": "m", "prompts": "p", "prompt_count": 2}, {"threads": 2}, records, [div])
+    paths = write_report(results, tmp_path / "out")
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
+    saved = json.loads(paths["json"].read_text())
+    assert saved["methods"]["ngram"]["speedup_vs_hf"] == 2.0 and len(saved["records"]) == 6
+    assert saved["records"][0]["tokens_per_s"] == 2.0 and saved["divergences"][0]["index"] == 1
+    md = paths["markdown"].read_text()
+    header = "| method | tok/s | speedup vs hf | speedup vs hf-pld | mean accepted | exact match | peak RSS MB |"
+    assert header in md
+    assert "| ngram | 3.00 | 2.00x | 1.00x | 2.00 | 50% | 100 |" in md
+    assert "| ngram | 2 | 1 | 6 | 7 | 0.5 | -0.5 | 0.01 | SUSPECT |" in md
+    assert paths["chart"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_says_when_nothing_diverged() -> None:
+    records = [r for r in _synthetic_records() if r.method != "ngram"]
+    assert "None: every method reproduced" in markdown(assemble({}, {}, records, []))
+
+
+# --- divergence ------------------------------------------------------------------------------------------------
+
+
+def test_first_difference() -> None:
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2, 3], [1, 2]) == 2
+    assert first_difference([], [4]) == 0
+
+
+def test_top2_gap() -> None:
+    assert top2_gap(torch.tensor([1.0, 5.0, 4.5, -2.0])) == pytest.approx(0.5)
+
+
+def test_divergence_near_tie_and_bug() -> None:
+    ref, seen = _rec("hf", "q", [1, 2, 3], 1.0), []
+
+    def logits(ids: list[int]) -> torch.Tensor:
+        seen.append(ids)
+        return torch.tensor([0.0, 0.0, 0.0, 7.0, 7.0 - NEAR_TIE / 10, 1.0])  # tokens 3 and 4 nearly tie
+
+    tie = find_divergence(ref, _rec("ngram", "q", [1, 2, 4], 1.0), [8, 8], logits)
+    assert seen == [[8, 8, 1, 2]]  # prompt + common prefix
+    assert tie.index == 2 and tie.reference_token == 3 and tie.method_token == 4 and tie.near_tie
+    bug = find_divergence(ref, _rec("ngram", "q", [1, 2, 5], 1.0), [8, 8], logits)
+    assert bug.chosen_gap == pytest.approx(6.0) and not bug.near_tie
+    short = find_divergence(ref, _rec("ngram", "q", [1], 1.0), [8], logits)
+    assert short.index == 1 and short.method_token is None and short.chosen_gap is None
+    assert find_divergence(ref, _rec("ngram", "q", [1, 2, 3], 1.0), [8], logits) is None
+
+
+def test_tie_tolerance_follows_the_dtype() -> None:
+    assert tie_tolerance(torch.tensor([20.0, 19.0])) == NEAR_TIE  # fp32: rounding is far below the floor
+    assert tie_tolerance(torch.tensor([20.0, 19.0], dtype=torch.bfloat16)) == 4 * 0.125  # bf16 step at 16..32
+    ref, other = _rec("hf", "q", [1, 3], 1.0), _rec("ngram", "q", [1, 2], 1.0)
+    bf16 = torch.tensor([0.0, 0.0, 20.25, 20.0], dtype=torch.bfloat16)  # 2 steps apart: a rounding tie
+    assert find_divergence(ref, other, [0], lambda ids: bf16).near_tie
+    assert not find_divergence(ref, other, [0], lambda ids: bf16.float()).near_tie
