@@ -11,6 +11,7 @@ from torch import Tensor
 
 from leapdecode.errors import ModelLoadError
 from leapdecode.kv import KVCache
+from leapdecode.models.linear import Linear
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 
@@ -51,11 +52,11 @@ class LlamaLayer:
 
     def __init__(self, sd: dict[str, Tensor], prefix: str, shape: LlamaShape, dtype: torch.dtype) -> None:
         a, m = f"{prefix}self_attn.", f"{prefix}mlp."
-        self.wqkv = torch.cat([sd[f"{a}{p}_proj.weight"] for p in "qkv"]).to(dtype).contiguous()
-        self.bqkv = torch.cat([sd[f"{a}{p}_proj.bias"] for p in "qkv"]).to(dtype) if shape.qkv_bias else None
-        self.wo = sd[f"{a}o_proj.weight"].to(dtype).contiguous()
-        self.wgu = torch.cat([sd[f"{m}gate_proj.weight"], sd[f"{m}up_proj.weight"]]).to(dtype).contiguous()
-        self.wdown = sd[f"{m}down_proj.weight"].to(dtype).contiguous()
+        bqkv = torch.cat([sd[f"{a}{p}_proj.bias"] for p in "qkv"]).to(dtype) if shape.qkv_bias else None
+        self.qkv = Linear(torch.cat([sd[f"{a}{p}_proj.weight"] for p in "qkv"]).to(dtype), bqkv)
+        self.o = Linear(sd[f"{a}o_proj.weight"].to(dtype))
+        self.gate_up = Linear(torch.cat([sd[f"{m}gate_proj.weight"], sd[f"{m}up_proj.weight"]]).to(dtype))
+        self.down = Linear(sd[f"{m}down_proj.weight"].to(dtype))
         self.norm_attn = sd[f"{prefix}input_layernorm.weight"].to(dtype)
         self.norm_mlp = sd[f"{prefix}post_attention_layernorm.weight"].to(dtype)
 
@@ -67,7 +68,7 @@ class LlamaModel:
         self.shape, self.dtype = shape, dtype
         self.vocab_size, self.max_context = shape.vocab, shape.max_context
         self.embed = sd["model.embed_tokens.weight"].to(dtype)
-        self.lm_head = self.embed if shape.tied else sd["lm_head.weight"].to(dtype).contiguous()
+        self.lm_head = Linear(self.embed if shape.tied else sd["lm_head.weight"].to(dtype))
         self.norm = sd["model.norm.weight"].to(dtype)
         self.layers = [LlamaLayer(sd, f"model.layers.{i}.", shape, dtype) for i in range(shape.layers)]
         self.cos, self.sin = _rope_tables(shape, dtype)  # [C, D] each
@@ -91,24 +92,24 @@ class LlamaModel:
             x = x + self._attention(layer, F.rms_norm(x, (self.shape.dim,), layer.norm_attn, self.shape.rms_eps),
                                     cos, sin, cache, i, start, mask)
             h = F.rms_norm(x, (self.shape.dim,), layer.norm_mlp, self.shape.rms_eps)
-            gate, up = F.linear(h, layer.wgu).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.wdown)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
         if not logits:
             return None
         x = F.rms_norm(x, (self.shape.dim,), self.norm, self.shape.rms_eps)
-        return F.linear(x, self.lm_head).float()
+        return self.lm_head(x).float()
 
     def _attention(self, layer: LlamaLayer, h: Tensor, cos: Tensor, sin: Tensor, cache: KVCache,
                    i: int, start: int, mask: Tensor | None) -> Tensor:
         s, (B, T, _) = self.shape, h.shape
-        qkv = F.linear(h, layer.wqkv, layer.bqkv)  # [B, T, (H + 2 Hkv) D]
+        qkv = layer.qkv(h)  # [B, T, (H + 2 Hkv) D]
         q, k, v = qkv.split((self._q, self._kv, self._kv), dim=-1)
         q = _rope(q.view(B, T, s.heads, s.head_dim).transpose(1, 2), cos, sin)  # [B, H, T, D]
         k = _rope(k.view(B, T, s.kv_heads, s.head_dim).transpose(1, 2), cos, sin)  # [B, Hkv, T, D]
         v = v.view(B, T, s.kv_heads, s.head_dim).transpose(1, 2)
         keys, values = cache.write(i, start, k, v)  # [B, Hkv, start+T, D]
         o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.heads != s.kv_heads)
-        return F.linear(o.transpose(1, 2).reshape(B, T, self._q), layer.wo)
+        return layer.o(o.transpose(1, 2).reshape(B, T, self._q))
 
 
 def _rope_tables(shape: LlamaShape, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
