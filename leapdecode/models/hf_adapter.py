@@ -10,9 +10,10 @@ from transformers import DynamicCache
 class HFCache:
     """transformers' DynamicCache with our `length` / `rollback` vocabulary."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_len: int) -> None:
         self.inner = DynamicCache()
         self.length = 0
+        self.max_len = max_len
 
     def rollback(self, length: int) -> None:
         self.length = length
@@ -27,7 +28,7 @@ class HFAdapter:
         self.dtype = next(model.parameters()).dtype
 
     def new_cache(self, max_len: int) -> HFCache:
-        return HFCache()
+        return HFCache(max_len)
 
     @torch.inference_mode()
     def forward(self, tokens: Tensor, start: int, cache: HFCache, mask: Tensor | None = None,
@@ -35,7 +36,7 @@ class HFAdapter:
         if mask is not None:
             raise NotImplementedError("token trees need leapdecode's own model code, not the transformers adapter")
         if cache.inner.get_seq_length() > start:
-            cache.inner.crop(start)  # drop the KV of rejected drafts
+            cache.inner.crop(start - cache.inner.get_seq_length())  # drop the KV of rejected drafts (a negative count)
         pos = torch.arange(start, start + tokens.shape[1])[None]
         out = self.model(input_ids=tokens, past_key_values=cache.inner, position_ids=pos,
                          cache_position=pos[0], use_cache=True)
