@@ -69,7 +69,8 @@ class LLM:
     def generate(self, prompt: Prompt | None = None, *, prompt_ids: list[int] | None = None, raw: bool = False,
                  **options: Any) -> GenerationResult:
         """options: method, max_new_tokens, temperature, top_k, top_p, seed, stop, draft_length, ..."""
-        for _ in (run := self._start(prompt, prompt_ids, raw, options)):
+        run = self._start(prompt, prompt_ids, raw, options)
+        for _ in run.steps():
             pass
         return run.result()
 
@@ -105,21 +106,29 @@ class Run:
         self.seconds = 0.0
 
     def __iter__(self) -> Iterator[str]:
+        """Text pieces as tokens are accepted (decoding the text costs time only when someone streams)."""
+        for _ in self.steps():
+            if piece := self.finisher.delta():
+                yield piece
+
+    def steps(self) -> Iterator[None]:
+        """Run to the end, one target forward per iteration."""
         t0 = time.perf_counter()
+        self.engine = self._engine()
+        while not self.finisher.reason:
+            budget = self.opts.max_new_tokens - len(self.finisher.ids) - 1
+            self.finisher.push(self.engine.step(budget))
+            self.seconds = time.perf_counter() - t0
+            yield
+
+    def _engine(self) -> Engine:
         opts = self.opts
         extra = {"tokenizer": self.llm.tokenizer} if "corpus_path" in opts.drafter_options else {}
         drafter = make_drafter(opts.method, **opts.drafter_options, **extra)
         capacity = min(len(self.prompt_ids) + opts.max_new_tokens + opts.max_draft_length + 1,
                        self.llm.network.max_context)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
-        self.engine = Engine(self.llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity)
-        while not self.finisher.reason:
-            budget = opts.max_new_tokens - len(self.finisher.ids) - 1
-            self.finisher.push(self.engine.step(budget))
-            self.seconds = time.perf_counter() - t0
-            if piece := self.finisher.delta():
-                yield piece
-        self.seconds = time.perf_counter() - t0
+        return Engine(self.llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity)
 
     def result(self) -> GenerationResult:
         stats = self.engine.stats if self.engine else None

@@ -94,3 +94,10 @@ def test_real_process_exit_code():
 def test_models_lists_the_default(capsys):
     code, out, _ = _run(capsys, "models")
     assert code == 0 and "smollm2-135m" in out
+
+
+def test_prompt_from_standard_input():
+    done = subprocess.run([sys.executable, "-m", "leapdecode.cli", "generate", "--json", "--max-new-tokens", "6",
+                           "--threads", "2"], input="Name a planet.", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stats"]["new_tokens"] >= 1

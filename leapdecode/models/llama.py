@@ -102,11 +102,9 @@ class LlamaModel:
     def _attention(self, layer: LlamaLayer, h: Tensor, cos: Tensor, sin: Tensor, cache: KVCache,
                    i: int, start: int, mask: Tensor | None) -> Tensor:
         s, (B, T, _) = self.shape, h.shape
-        qkv = layer.qkv(h)  # [B, T, (H + 2 Hkv) D]
-        q, k, v = qkv.split((self._q, self._kv, self._kv), dim=-1)
-        q = _rope(q.view(B, T, s.heads, s.head_dim).transpose(1, 2), cos, sin)  # [B, H, T, D]
-        k = _rope(k.view(B, T, s.kv_heads, s.head_dim).transpose(1, 2), cos, sin)  # [B, Hkv, T, D]
-        v = v.view(B, T, s.kv_heads, s.head_dim).transpose(1, 2)
+        qkv = layer.qkv(h).view(B, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [B, H+2Hkv, T, D]
+        qk = _rope(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated in one go: fewer small ops
+        q, k, v = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
         keys, values = cache.write(i, start, k, v)  # [B, Hkv, start+T, D]
         o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.heads != s.kv_heads)
         return layer.o(o.transpose(1, 2).reshape(B, T, self._q))
