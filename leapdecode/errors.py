@@ -11,3 +11,9 @@ class ModelLoadError(LeapError):
 
 class InvalidRequest(LeapError):
     """A generation request whose parameters cannot be honoured (empty prompt, bad temperature...)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception from a library as one short line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

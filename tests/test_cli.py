@@ -77,7 +77,7 @@ def test_corrupt_gguf_and_bad_directories(capsys, tmp_path, monkeypatch):
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     for model, message in ((str(junk), "cannot read GGUF"), (str(empty_dir), "expected a .gguf file"),
-                           (_unsupported_arch_dir(tmp_path), "unsupported or corrupt model")):
+                           (_unsupported_arch_dir(tmp_path), "unsupported architecture")):
         code, _, err = _run(capsys, "generate", "Hi", "--model", model)
         assert code != 0 and message in err, err
         errors = [line for line in err.splitlines() if line.startswith("leapdecode: error:")]

@@ -59,3 +59,21 @@ def test_tree_mask_matches_separate_chains(llm):
         net.forward(torch.tensor([prefix]), 0, alone, logits=False)
         ref = net.forward(torch.tensor([branch]), n, alone)[0]
         assert (tree[rows] - ref).abs().max().item() < 1e-4
+
+
+def test_configs_our_code_cannot_honour_fall_back():
+    """A sliding window or a scaled RoPE would silently change outputs: those go to the transformers adapter."""
+    import pytest
+
+    from leapdecode.errors import ModelLoadError
+    from leapdecode.models.llama import LlamaShape
+
+    base = {"model_type": "mistral", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "rms_norm_eps": 1e-5, "max_position_embeddings": 32768}
+    assert LlamaShape.from_hf(base | {"sliding_window": None}).heads == 2
+    with pytest.raises(ModelLoadError, match="sliding-window"):
+        LlamaShape.from_hf(base | {"sliding_window": 4096})
+    with pytest.raises(ModelLoadError, match="rope type"):
+        LlamaShape.from_hf(base | {"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    qwen = base | {"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}
+    assert LlamaShape.from_hf(qwen).qkv_bias

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from leapdecode.errors import ModelLoadError
+from leapdecode.errors import ModelLoadError, one_line
 from leapdecode.paths import cache_dir
 
 
@@ -27,7 +27,7 @@ def converted_dir(gguf: Path) -> Path:
         raise
     except Exception as exc:  # transformers' GGUF reader fails in many ways on a bad file
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelLoadError(f"cannot read GGUF {gguf}: {_one_line(exc)}") from exc
+        raise ModelLoadError(f"cannot read GGUF {gguf}: {one_line(exc)}") from exc
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -57,8 +57,3 @@ def _fingerprint(path: Path) -> str:
     with open(path, "rb") as f:
         h.update(f.read(8 << 20))
     return h.hexdigest()[:12]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -33,8 +33,10 @@ class LlamaShape:
     @staticmethod
     def from_hf(cfg: dict[str, Any]) -> LlamaShape:
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-        if rope.get("rope_type", "default") not in ("default", None) or cfg.get("sliding_window_pattern"):
+        if rope.get("rope_type", "default") not in ("default", None):
             raise ModelLoadError(f"rope type {rope.get('rope_type')!r} is not in our llama code")
+        if _uses_sliding_window(cfg):
+            raise ModelLoadError("sliding-window attention is not in our llama code")
         heads = cfg["num_attention_heads"]
         return LlamaShape(
             vocab=cfg["vocab_size"], dim=cfg["hidden_size"], layers=cfg["num_hidden_layers"], heads=heads,
@@ -45,6 +47,13 @@ class LlamaShape:
             qkv_bias=cfg["model_type"] == "qwen2" or bool(cfg.get("attention_bias")),
             tied=bool(cfg.get("tie_word_embeddings")),
         )
+
+
+def _uses_sliding_window(cfg: dict[str, Any]) -> bool:
+    """Mistral v0.1 windows attention at 4096; Qwen2 only when use_sliding_window is set."""
+    window = cfg.get("sliding_window")
+    enabled = cfg.get("use_sliding_window", cfg["model_type"] == "mistral")
+    return bool(window and enabled and window < cfg.get("max_position_embeddings", 0))
 
 
 class LlamaLayer:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from leapdecode.errors import ModelLoadError
+from leapdecode.errors import ModelLoadError, one_line
 from leapdecode.models.convert import converted_dir
 from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape
 from leapdecode.models.registry import KNOWN_MODELS, fetch_known
@@ -45,6 +45,7 @@ def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> Load
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     ckpt = resolve_checkpoint(spec)
     cfg = _read_config(ckpt)
+    _check_architecture(cfg, ckpt)
     tokenizer = _load_tokenizer(ckpt)
     if backend in ("auto", "leapdecode") and cfg.get("model_type") in SUPPORTED:
         try:
@@ -63,6 +64,14 @@ def _read_config(ckpt: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{ckpt}/config.json is unreadable: {exc}") from exc
 
 
+def _check_architecture(cfg: dict[str, Any], ckpt: Path) -> None:
+    from transformers import CONFIG_MAPPING
+
+    arch = cfg.get("model_type")
+    if arch not in SUPPORTED and arch not in CONFIG_MAPPING:
+        raise ModelLoadError(f"{ckpt}: unsupported architecture {arch!r} (neither leapdecode nor transformers knows it)")
+
+
 def _read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -74,7 +83,7 @@ def _read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
         for f in files:
             sd.update(load_file(f))
     except Exception as exc:
-        raise ModelLoadError(f"{ckpt}: corrupt safetensors weights ({type(exc).__name__}: {exc})") from exc
+        raise ModelLoadError(f"{ckpt}: corrupt safetensors weights ({one_line(exc)})") from exc
     return sd
 
 
@@ -84,7 +93,7 @@ def _load_tokenizer(ckpt: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(ckpt)
     except Exception as exc:
-        raise ModelLoadError(f"{ckpt}: cannot load its tokenizer ({type(exc).__name__}: {exc})") from exc
+        raise ModelLoadError(f"{ckpt}: cannot load its tokenizer ({one_line(exc)})") from exc
 
 
 def _load_adapter(ckpt: Path, dtype: torch.dtype) -> Any:
@@ -95,4 +104,4 @@ def _load_adapter(ckpt: Path, dtype: torch.dtype) -> Any:
     try:
         return HFAdapter(AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype))
     except Exception as exc:
-        raise ModelLoadError(f"{ckpt}: unsupported or corrupt model ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise ModelLoadError(f"{ckpt}: unsupported or corrupt model ({one_line(exc)})") from exc
