@@ -143,10 +143,8 @@ class Run:
 def parse_options(options: dict[str, Any]) -> GenerateOptions:
     """Keyword options of generate() -> validated GenerateOptions (unknown keys go to the drafter)."""
     options = dict(options)
-    sampling_keys = ("temperature", "top_k", "top_p", "seed")
-    sampling = SamplingParams(**{k: options.pop(k) for k in sampling_keys if options.get(k) is not None})
-    for k in sampling_keys:
-        options.pop(k, None)
+    given = {k: options.pop(k, None) for k in ("temperature", "top_k", "top_p", "seed")}
+    sampling = SamplingParams(**{k: v for k, v in given.items() if v is not None})  # None: the default
     stop = options.pop("stop", None) or ()
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
     known = {f for f in GenerateOptions.__dataclass_fields__} - {"sampling", "stop", "drafter_options"}

@@ -26,9 +26,3 @@ class KVCache:
     def rollback(self, length: int) -> None:
         """Forget every slot from `length` on: rejected drafts cost a number, not a copy."""
         self.length = length
-
-    def compact(self, keep: Tensor, start: int) -> None:
-        """Move the slots in keep [n] (ascending, all >= start) to start..start+n, for accepted tree paths."""
-        n = int(keep.shape[0])
-        self.k[:, :, :, start : start + n] = self.k[:, :, :, keep]
-        self.v[:, :, :, start : start + n] = self.v[:, :, :, keep]
