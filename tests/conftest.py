@@ -55,9 +55,7 @@ def hf_greedy(hf_model, prompt_ids) -> list[list[int]]:
     return outs
 
 
-def top2_gap(hf_model, ids: list[int]) -> float:
-    """The target's top-2 logit gap for the token after ids: tiny means a numerical tie."""
+def hf_next_logits(hf_model, ids: list[int]) -> torch.Tensor:
+    """transformers' logits [V] for the token after ids."""
     with torch.inference_mode():
-        logits = hf_model(torch.tensor([ids])).logits[0, -1]
-    top = torch.topk(logits, 2).values
-    return float(top[0] - top[1])
+        return hf_model(torch.tensor([ids])).logits[0, -1]

@@ -29,7 +29,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     llm = LLM(model=cfg.model, dtype=cfg.dtype)
     prompts, warm_prompts = _encode(llm, measured), _encode(llm, warm)
     needs_hf = any(m in HF_METHODS for m in cfg.methods)
-    baseline = HFBaseline(llm.checkpoint_dir, llm.dtype, _eos_ids(llm)) if needs_hf else None
+    # The engine's own stop tokens, so both sides stop on the same ids.
+    baseline = HFBaseline(llm.checkpoint_dir, llm.dtype, sorted(llm.eos_ids)) if needs_hf else None
     contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens)
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
@@ -52,12 +53,6 @@ def _split(prompts: list[BenchPrompt], cfg: BenchConfig) -> tuple[list[BenchProm
 
 def _encode(llm: Any, prompts: list[BenchPrompt]) -> list[EncodedPrompt]:
     return [EncodedPrompt(p, list(llm.encode(p.prompt, raw=p.raw))) for p in prompts]
-
-
-def _eos_ids(llm: Any) -> list[int]:
-    """The engine's stop tokens when it exposes them, so both sides stop on the same ids."""
-    ids = getattr(llm, "eos_ids", None) or {llm.tokenizer.eos_token_id}
-    return sorted(int(i) for i in ids if i is not None)
 
 
 def _divergences(records: list[RunRecord], prompts: list[EncodedPrompt], baseline: HFBaseline) -> list[Divergence]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ class HFBaseline:
     """A transformers model loaded from the engine's own checkpoint dir, so both read identical weights."""
 
     def __init__(self, checkpoint_dir: Path, dtype: torch.dtype, eos_ids: list[int]) -> None:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a local dir only: never let transformers reach for a hub
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=dtype, local_files_only=True)
