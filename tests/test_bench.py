@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
+import re
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from rich.console import Console
 
-from leapdecode.bench import BenchConfig, add_bench_arguments, bench_config_from_args
-from leapdecode.bench.divergence import NEAR_TIE, find_divergence, first_difference, tie_tolerance, top2_gap
+from leapdecode.bench import (
+    BenchConfig,
+    add_bench_arguments,
+    bench_config_from_args,
+    llamacpp_baseline,
+)
+from leapdecode.bench.config import DTYPES, LLAMACPP_METHODS
+from leapdecode.bench.divergence import (
+    NEAR_TIE,
+    find_divergence,
+    first_difference,
+    tie_tolerance,
+    top2_gap,
+)
+from leapdecode.bench.llamacpp_baseline import (
+    LlamaCppBaseline,
+    gguf_file,
+    require_llama_cpp,
+)
 from leapdecode.bench.prompts import load_prompts, prompt_set_name
 from leapdecode.bench.record import RunRecord
-from leapdecode.bench.report import assemble, markdown, write_report
+from leapdecode.bench.report import assemble, markdown, print_table, write_report
 from leapdecode.bench.runner import rotated
 from leapdecode.errors import LeapError
 
@@ -175,9 +197,10 @@ def test_report_files(tmp_path: Path) -> None:
     assert saved["methods"]["ngram"]["speedup_vs_hf"] == 2.0 and len(saved["records"]) == 6
     assert saved["records"][0]["tokens_per_s"] == 2.0 and saved["divergences"][0]["index"] == 1
     md = paths["markdown"].read_text()
-    header = "| method | tok/s | speedup vs hf | speedup vs hf-pld | mean accepted | exact match | peak RSS MB |"
+    header = ("| method | tok/s | speedup vs hf | speedup vs hf-pld | mean accepted | exact match vs hf "
+              "| exact match vs own plain | peak RSS MB |")
     assert header in md
-    assert "| ngram | 3.00 | 2.00x | 1.00x | 2.00 | 50% | 100 |" in md
+    assert "| ngram | 3.00 | 2.00x | 1.00x | 2.00 | 50% | - | 100 |" in md  # no `none` ran: no own plain
     assert "| ngram | 2 | 1 | 6 | 7 | 0.5 | -0.5 | 0.01 | SUSPECT |" in md
     assert paths["chart"].read_bytes()[:4] == b"\x89PNG"
 
@@ -225,3 +248,167 @@ def test_tie_tolerance_follows_the_dtype() -> None:
     bf16 = torch.tensor([0.0, 0.0, 20.25, 20.0], dtype=torch.bfloat16)  # 2 steps apart: a rounding tie
     assert find_divergence(ref, other, [0], lambda ids: bf16).near_tie
     assert not find_divergence(ref, other, [0], lambda ids: bf16.float()).near_tie
+
+
+# --- llama.cpp (llama-cpp-python is an optional extra: none of these need it installed) --------------------------
+
+
+class _FakeLlama:
+    """Stands in for llama_cpp.Llama: yields a fixed answer, one eval per token as the real generate() does."""
+
+    answer = [5, 6, 7, 2, 9]
+
+    def __init__(self, **kwargs: object) -> None:
+        self.kwargs, self.resets = kwargs, 0
+        self.extra_bufts_at_load = _FAKE_LIB.llama_model_default_params().use_extra_bufts
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def eval(self, tokens: list[int]) -> None:
+        pass
+
+    def generate(self, tokens: list[int], **kwargs: object):
+        self.sampling = kwargs
+        self.eval(tokens)  # prefill
+        for tok in self.answer:
+            yield tok
+            self.eval([tok])
+
+
+_FAKE_LIB = SimpleNamespace(llama_model_default_params=lambda: SimpleNamespace(use_extra_bufts=True))
+
+
+@pytest.fixture
+def fake_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    module = SimpleNamespace(
+        Llama=_FakeLlama, llama_cpp=_FAKE_LIB, __version__="0.0-fake", llama_print_system_info=lambda: b"AVX2 = 1 |"
+    )
+    speculative = SimpleNamespace(LlamaPromptLookupDecoding=lambda **kw: ("pld", kw))
+    monkeypatch.setitem(sys.modules, "llama_cpp", module)
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_speculative", speculative)
+    return module
+
+
+@pytest.fixture
+def no_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now raises ImportError
+
+
+def test_llamacpp_methods_are_accepted() -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    cfg = bench_config_from_args(parser.parse_args(["--methods", "hf,llamacpp,llamacpp-pld,none"]))
+    assert cfg.methods == ("hf", "llamacpp", "llamacpp-pld", "none")
+    assert set(LLAMACPP_METHODS) == {"llamacpp", "llamacpp-pld"}
+
+
+def test_dtypes_follow_the_engine() -> None:
+    from leapdecode.models.precision import DTYPE_CHOICES
+
+    assert DTYPES == DTYPE_CHOICES and "int4" in DTYPES and "gguf" in DTYPES
+
+
+def test_missing_llama_cpp_is_a_clear_error(no_llama_cpp: None, tmp_path: Path) -> None:
+    with pytest.raises(LeapError, match=re.escape('pip install -e ".[llamacpp]"')):
+        require_llama_cpp()
+    with pytest.raises(LeapError, match=re.escape('pip install -e ".[llamacpp]"')):
+        LlamaCppBaseline(tmp_path / "m.gguf", 2, [2])
+
+
+def test_missing_llama_cpp_fails_before_any_model_load(no_llama_cpp: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from leapdecode.bench import harness
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the llama.cpp check")
+
+    monkeypatch.setattr(harness, "LLM", no_load)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # run_bench sets it: restored after the test
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(LeapError, match="llama-cpp-python"):
+            harness.run_bench(BenchConfig(methods=("hf", "llamacpp"), limit=1))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_llamacpp_needs_a_gguf_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text("{}")
+    with pytest.raises(LeapError, match="need a GGUF file.*is a Hugging Face directory"):
+        gguf_file(str(hf_dir))
+    with pytest.raises(LeapError, match="is not found"):
+        gguf_file(str(tmp_path / "missing.gguf"))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert gguf_file(str(tmp_path / "m.gguf")) == (tmp_path / "m.gguf").resolve()
+    monkeypatch.setattr(llamacpp_baseline, "fetch_known", lambda model: Path(f"/cache/{model.name}.gguf"))
+    assert gguf_file("smollm2-135m") == Path("/cache/smollm2-135m.gguf")
+
+
+def test_llamacpp_baseline_is_greedy_and_stops_like_hf(fake_llama_cpp: SimpleNamespace, tmp_path: Path) -> None:
+    plain = LlamaCppBaseline(tmp_path / "m.gguf", 3, eos_ids=[2])
+    kw = plain.llm.kwargs
+    assert kw["n_threads"] == kw["n_threads_batch"] == 3 and "draft_model" not in kw
+    g = plain.generate([1, 1], max_new_tokens=10)
+    assert g.token_ids == [5, 6, 7, 2] and g.finish_reason == "stop"  # the EOS is kept, as hf keeps it
+    assert g.mean_accepted == 1.0 and plain.llm.resets == 1
+    sampling = plain.llm.sampling
+    assert sampling["temp"] == 0.0 and sampling["repeat_penalty"] == 1.0 and sampling["top_k"] == 1
+    assert sampling["min_p"] == 0.0 and sampling["frequency_penalty"] == sampling["presence_penalty"] == 0.0
+    g = plain.generate([1, 1], max_new_tokens=2)
+    assert g.token_ids == [5, 6] and g.finish_reason == "length" and plain.llm.resets == 2
+    pld = LlamaCppBaseline(tmp_path / "m.gguf", 3, eos_ids=[2], prompt_lookup=True)
+    assert pld.llm.kwargs["draft_model"] == ("pld", {"num_pred_tokens": 10})
+    with pytest.raises(LeapError, match="does not fit"):
+        plain.generate([1] * 4000, max_new_tokens=256)
+
+
+def test_llamacpp_extra_buffers_are_off_on_amx(fake_llama_cpp: SimpleNamespace, tmp_path: Path) -> None:
+    assert LlamaCppBaseline(tmp_path / "m.gguf", 2, [2]).llm.extra_bufts_at_load
+    fake_llama_cpp.llama_print_system_info = lambda: b"AVX512 = 1 | AMX_INT8 = 1 |"
+    assert not LlamaCppBaseline(tmp_path / "m.gguf", 2, [2]).llm.extra_bufts_at_load
+    assert _FAKE_LIB.llama_model_default_params().use_extra_bufts  # the library's defaults are restored
+
+
+def test_report_with_llamacpp(tmp_path: Path) -> None:
+    records = _synthetic_records() + [
+        _rec("llamacpp", "1", [1, 2, 9, 9], 1.0, cat="a"),  # differs from hf
+        _rec("llamacpp", "2", [5, 6], 1.0, cat="b"),
+        _rec("llamacpp-pld", "1", [1, 2, 9, 9], 0.5, acc=2.0, cat="a"),  # reproduces llamacpp, not hf
+        _rec("llamacpp-pld", "2", [5, 8], 0.5, acc=2.0, cat="b"),
+    ]
+    machine = {"threads": 2, "llama_cpp_python": "0.3.36", "llama_cpp_extra_buffers": False}
+    results = assemble({"model": "m", "prompts": "p", "prompt_count": 2}, machine, records, [])
+    m = results["methods"]
+    assert m["llamacpp"]["speedup_vs_hf"] == 2.0 and m["llamacpp-pld"]["speedup_vs_llamacpp"] == 2.0
+    assert m["llamacpp"]["exact_match_rate"] == 0.5 and m["llamacpp-pld"]["exact_match_rate"] == 0.0
+    assert m["llamacpp-pld"]["exact_match_vs_plain"] == 0.5 and m["hf-pld"]["exact_match_vs_plain"] == 1.0
+    assert m["llamacpp"]["exact_match_vs_plain"] is None and m["ngram"]["exact_match_vs_plain"] is None
+    md = markdown(results)
+    header = (
+        "| method | tok/s | speedup vs hf | speedup vs hf-pld | speedup vs llamacpp | mean accepted | exact match vs hf "
+        "| exact match vs own plain | peak RSS MB |"
+    )
+    assert header in md
+    assert "| llamacpp-pld | 6.00 | 4.00x | 2.00x | 2.00x | 2.00 | 0% | 50% | 100 |" in md
+    assert "| ngram | 3.00 | 2.00x | 1.00x | 1.00x | 2.00 | 50% | - | 100 |" in md
+    assert "llama-cpp-python 0.3.36 (extra CPU buffers off: AMX bug)" in md
+    assert "Not checked here: llamacpp, llamacpp-pld" in md and "None: every method checked reproduced" in md
+    assert any(note.startswith("llamacpp, llamacpp-pld:") for note in results["notes"])
+    plain_only = markdown(assemble({}, {}, _synthetic_records(), []))
+    assert "llamacpp" not in plain_only
+
+
+def test_hf_baseline_runs_float_formats_only() -> None:
+    from leapdecode.bench.harness import _hf_dtype
+
+    assert _hf_dtype("bfloat16") == torch.bfloat16
+    assert [_hf_dtype(d) for d in ("float32", "int8", "int4", "gguf")] == [torch.float32] * 4
+
+
+def test_terminal_table_keeps_method_names() -> None:
+    records = _synthetic_records() + [_rec("llamacpp", "1", [1], 1.0), _rec("llamacpp-pld", "1", [1], 1.0)]
+    out = io.StringIO()
+    print_table(assemble({}, {}, records, []), Console(file=out, width=80))
+    assert "llamacpp-pld" in out.getvalue() and "llamacpp " in out.getvalue()

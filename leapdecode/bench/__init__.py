@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from leapdecode.bench.config import BenchConfig, add_bench_arguments, bench_config_from_args
+from leapdecode.bench.config import (
+    BenchConfig,
+    add_bench_arguments,
+    bench_config_from_args,
+)
 
 __all__ = ["BenchConfig", "add_bench_arguments", "bench_config_from_args", "run_bench"]
 

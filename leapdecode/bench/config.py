@@ -8,10 +8,14 @@ from pathlib import Path
 
 from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
 from leapdecode.errors import LeapError
+from leapdecode.models.precision import DTYPE_CHOICES
 
 HF_METHODS = ("hf", "hf-pld")  # transformers generate(): plain greedy, and its prompt-lookup mode
+LLAMACPP_METHODS = ("llamacpp", "llamacpp-pld")  # llama-cpp-python on the GGUF: the same two (optional extra)
 DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
-DTYPES = ("float32", "bfloat16")
+
+
+DTYPES = DTYPE_CHOICES
 
 
 def engine_methods() -> tuple[str, ...]:
@@ -31,12 +35,12 @@ class BenchConfig:
     max_new_tokens: int = 256
     limit: int | None = 20  # None: every prompt of the set
     out: Path | None = None  # None: bench-out/<prompt set name>
-    dtype: str = "float32"
+    dtype: str = "auto"
     threads: int = 2
     warmup: int = 1  # prompts run by every method before timing starts, not counted
 
     def __post_init__(self) -> None:
-        known = HF_METHODS + engine_methods()
+        known = HF_METHODS + LLAMACPP_METHODS + engine_methods()
         unknown = [m for m in self.methods if m not in known]
         if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
             raise LeapError(f"methods {','.join(self.methods)!r}: choose distinct ones from {','.join(known)}")
@@ -61,13 +65,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=defaults.model, help="known model name, .gguf file or HF directory")
     parser.add_argument("--prompts", default=defaults.prompts, help=f"{sets}, or a .jsonl file")
     parser.add_argument(
-        "--methods", default=",".join(DEFAULT_METHODS), help="comma list; hf, hf-pld: transformers generate()"
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma list; hf, hf-pld: transformers generate(); llamacpp, llamacpp-pld: llama-cpp-python "
+        '(pip install -e ".[llamacpp]")',
     )
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench-out/<prompts>)")
     parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
 
 

@@ -6,21 +6,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from leapdecode.bench.config import LLAMACPP_METHODS
 from leapdecode.bench.hf_baseline import HFBaseline
+from leapdecode.bench.llamacpp_baseline import LlamaCppBaseline
 from leapdecode.bench.record import Generation
 
 GenerateFn = Callable[[list[int]], Generation]
 
 
 def build_contenders(
-    llm: Any, baseline: HFBaseline | None, methods: tuple[str, ...], max_new_tokens: int
+    llm: Any,
+    baseline: HFBaseline | None,
+    methods: tuple[str, ...],
+    max_new_tokens: int,
+    llamacpp: dict[str, LlamaCppBaseline] | None = None,
 ) -> dict[str, GenerateFn]:
-    """Name -> generate function, in the order given; hf methods need the baseline."""
+    """Name -> generate function, in the order given; hf methods need the baseline, llamacpp methods their
+    own llama.cpp instance (keyed by method name)."""
     contenders: dict[str, GenerateFn] = {}
     for method in methods:
         if method in ("hf", "hf-pld"):
             assert baseline is not None, "hf methods need the HF baseline loaded"
             contenders[method] = _hf(baseline, max_new_tokens, prompt_lookup=method == "hf-pld")
+        elif method in LLAMACPP_METHODS:
+            assert llamacpp is not None and method in llamacpp, f"{method} needs its llama.cpp instance loaded"
+            contenders[method] = _llamacpp(llamacpp[method], max_new_tokens)
         else:
             contenders[method] = _engine(llm, method, max_new_tokens)
     return contenders
@@ -28,6 +38,10 @@ def build_contenders(
 
 def _hf(baseline: HFBaseline, max_new_tokens: int, prompt_lookup: bool) -> GenerateFn:
     return lambda ids: baseline.generate(ids, max_new_tokens, prompt_lookup)
+
+
+def _llamacpp(instance: LlamaCppBaseline, max_new_tokens: int) -> GenerateFn:
+    return lambda ids: instance.generate(ids, max_new_tokens)
 
 
 def _engine(llm: Any, method: str, max_new_tokens: int) -> GenerateFn:

@@ -10,23 +10,33 @@ from rich.console import Console
 from rich.table import Table
 
 from leapdecode.bench.chart import plot_speedup
+from leapdecode.bench.config import LLAMACPP_METHODS
 from leapdecode.bench.divergence import Divergence
 from leapdecode.bench.record import RunRecord
 from leapdecode.bench.summary import summarise
 
 TPS_NOTE = "tokens_per_s = total new tokens / total wall seconds over prompts (prefill included)"
-RSS_NOTE = "peak RSS is the whole process's high-water mark (all methods and both model copies share it)"
+RSS_NOTE = "peak RSS is the whole process's high-water mark (all methods and all model copies share it)"
+LLAMACPP_NOTE = (
+    "llamacpp, llamacpp-pld: llama-cpp-python on the same GGUF file, prompt ids, stop ids and thread count. "
+    "llama.cpp computes on the quantized weights as stored (with 8-bit-quantized activations) where hf and the "
+    "engine use them dequantized to the run's dtype, so its output may differ from hf's without a bug: "
+    "its methods are compared by exact match only, not in the divergence check. llamacpp-pld's "
+    "'exact match vs own plain' is its agreement with llamacpp; llama.cpp's batched (draft-verifying) forward "
+    "rounds differently from its one-token forward, so near-ties can flip there too"
+)
 
 
 def assemble(
     config: dict[str, Any], machine: dict[str, Any], records: list[RunRecord], divergences: list[Divergence]
 ) -> dict[str, Any]:
     """Everything a reader needs to check the numbers, as plain JSON-able data."""
+    with_llamacpp = any(r.method in LLAMACPP_METHODS for r in records)
     return {
         "config": config,
         "machine": machine,
         "methods": summarise(records),
-        "notes": [RSS_NOTE, TPS_NOTE],
+        "notes": [RSS_NOTE, TPS_NOTE] + ([LLAMACPP_NOTE] if with_llamacpp else []),
         "divergences": [d.as_dict() for d in divergences],
         "records": [r.as_dict() for r in records],
     }
@@ -43,14 +53,20 @@ def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 
 def table_rows(methods: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table, shared by the markdown file and the terminal."""
-    with_pld = "hf-pld" in methods
+    with_pld, with_llamacpp = "hf-pld" in methods, "llamacpp" in methods
+    with_own_plain = any(s.get("exact_match_vs_plain") is not None for s in methods.values())
     header = ["method", "tok/s", "speedup vs hf"] + (["speedup vs hf-pld"] if with_pld else [])
-    header += ["mean accepted", "exact match", "peak RSS MB"]
+    header += ["speedup vs llamacpp"] if with_llamacpp else []
+    header += ["mean accepted", "exact match vs hf"] + (["exact match vs own plain"] if with_own_plain else [])
+    header += ["peak RSS MB"]
     rows = []
     for name, s in methods.items():
         row = [name, f"{s['tokens_per_s']:.2f}", _x(s["speedup_vs_hf"])]
         row += [_x(s["speedup_vs_hf_pld"])] if with_pld else []
-        row += [_num(s["mean_accepted"]), _pct(s["exact_match_rate"]), f"{s['peak_rss_mb']:.0f}"]
+        row += [_x(s["speedup_vs_llamacpp"])] if with_llamacpp else []
+        row += [_num(s["mean_accepted"]), _pct(s["exact_match_rate"])]
+        row += [_pct(s.get("exact_match_vs_plain"))] if with_own_plain else []
+        row += [f"{s['peak_rss_mb']:.0f}"]
         rows.append(row)
     return header, rows
 
@@ -62,16 +78,24 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{cfg.get('prompt_count', '?')} prompts, max_new_tokens={cfg.get('max_new_tokens')}, "
         f"dtype={cfg.get('dtype')}, threads={machine.get('threads')}, cpu={machine.get('cpu_capability')}, "
-        f"torch {machine.get('torch')}, transformers {machine.get('transformers')}",
+        f"torch {machine.get('torch')}, transformers {machine.get('transformers')}"
+        + _llama_cpp_versions(machine),
         "",
         *_md_table(*table_rows(results["methods"])),
         "",
         *[f"- {note}" for note in results.get("notes", [])],
         "",
         *_category_section(results["methods"]),
-        *_divergence_section(results["divergences"]),
+        *_divergence_section(results["divergences"], [m for m in results["methods"] if m in LLAMACPP_METHODS]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _llama_cpp_versions(machine: dict[str, Any]) -> str:
+    if not machine.get("llama_cpp_python"):
+        return ""
+    off = machine.get("llama_cpp_extra_buffers") is False  # see llamacpp_baseline.extra_buffers_enabled
+    return f", llama-cpp-python {machine['llama_cpp_python']}" + (" (extra CPU buffers off: AMX bug)" if off else "")
 
 
 def _category_section(methods: dict[str, dict[str, Any]]) -> list[str]:
@@ -87,10 +111,13 @@ def _category_speedup(stats: dict[str, Any], category: str) -> float | None:
     return stats["by_category"].get(category, {}).get("speedup_vs_hf")
 
 
-def _divergence_section(divergences: list[dict[str, Any]]) -> list[str]:
+def _divergence_section(divergences: list[dict[str, Any]], unchecked: list[str]) -> list[str]:
     lines = ["## Divergences from hf", ""]
+    if unchecked:
+        lines += [f"Not checked here: {', '.join(unchecked)} (another runtime's numerics; see the notes).", ""]
     if not divergences:
-        return lines + ["None: every method reproduced hf's greedy output token for token.", ""]
+        every = "every method checked" if unchecked else "every method"
+        return lines + [f"None: {every} reproduced hf's greedy output token for token.", ""]
     lines += [
         "The first generated token where a method's output differs from hf's, scored by the reference model's",
         "logits at that position.",
@@ -111,7 +138,12 @@ def _divergence_section(divergences: list[dict[str, Any]]) -> list[str]:
 
 def print_table(results: dict[str, Any], console: Console | None = None) -> None:
     header, rows = table_rows(results["methods"])
-    table = Table(*header, title="leapdecode bench")
+    table = Table(title="leapdecode bench")
+    # A narrow terminal may shorten the headers, never a method's name: llamacpp and llamacpp-pld would both
+    # show as "llamac…".
+    table.add_column(header[0], no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    for name in header[1:]:
+        table.add_column(name)
     for row in rows:
         table.add_row(*row)
     console = console or Console()

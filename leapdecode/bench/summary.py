@@ -9,6 +9,18 @@ from typing import Any
 from leapdecode.bench.record import RunRecord
 
 REFERENCE = "hf"  # plain transformers greedy: the output every method must reproduce and the speed to beat
+SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp")  # a speedup_vs_<base> column for each one that ran
+# A prompt-lookup mode and the plain greedy of the same runtime: PLD should reproduce its own plain output
+# even where that runtime's numerics differ from hf's.
+# leapdecode's speculative methods must reproduce its own plain decoding (`none`) at every dtype.
+OWN_PLAIN = {"hf-pld": "hf", "llamacpp-pld": "llamacpp"}
+OUTSIDE = ("hf", "llamacpp")  # runtimes other than ours: their plain modes have no `none` to match
+
+
+def own_plain(method: str) -> str:
+    if method in OWN_PLAIN:
+        return OWN_PLAIN[method]
+    return "" if method in OUTSIDE or method == "none" else "none"
 
 
 def summarise(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
@@ -17,7 +29,9 @@ def summarise(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     reference = {r.prompt_id: r.token_ids for r in by_method.get(REFERENCE, [])}
     out: dict[str, dict[str, Any]] = {}
     for method, recs in by_method.items():
+        plain = {r.prompt_id: r.token_ids for r in by_method.get(own_plain(method), [])}
         out[method] = _stats(recs, reference) | {
+            "exact_match_vs_plain": _exact_match(recs, plain),  # None: no plain counterpart ran
             "peak_rss_mb": max(r.peak_rss_mb for r in recs),
             "by_category": {cat: _stats(rs, reference) for cat, rs in _group(recs, lambda r: r.category).items()},
         }
@@ -56,7 +70,7 @@ def _exact_match(recs: list[RunRecord], reference: dict[str, list[int]]) -> floa
 
 def _add_speedups(out: dict[str, dict[str, Any]]) -> None:
     """speedup_vs_<base> = tok/s / base's tok/s, overall and per category (None when the base was not run)."""
-    for base in (REFERENCE, "hf-pld"):
+    for base in SPEED_BASES:
         key = "speedup_vs_" + base.replace("-", "_")
         for stats in out.values():
             stats[key] = _ratio(stats, out.get(base))
