@@ -14,7 +14,7 @@ from leapdecode.draft_length import DraftLength
 from leapdecode.drafters import make_drafter
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
-from leapdecode.models.loader import DTYPES, load_model
+from leapdecode.models.loader import load_model
 from leapdecode.stopping import Finisher
 from leapdecode.types import GenerationResult, SamplingParams
 
@@ -43,7 +43,7 @@ class GenerateOptions:
 class LLM:
     """A loaded model. `generate` returns text, token ids and speed stats; `stream` yields text pieces."""
 
-    def __init__(self, model: str = "smollm2-135m", dtype: str = "float32", threads: int | None = None,
+    def __init__(self, model: str = "smollm2-135m", dtype: str = "auto", threads: int | None = None,
                  backend: str = "auto") -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -51,7 +51,8 @@ class LLM:
         self.network, self.tokenizer = loaded.network, loaded.tokenizer
         self.checkpoint_dir: Path = loaded.checkpoint_dir
         self.backend = loaded.backend
-        self.dtype: torch.dtype = DTYPES[dtype]
+        self.precision = loaded.precision  # what dtype="auto" chose; int precisions compute in bfloat16
+        self.dtype: torch.dtype = getattr(self.network, "dtype", torch.float32)
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from leapdecode.errors import LeapError
+from leapdecode.models.precision import DTYPE_CHOICES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="known name, .gguf file or Hugging Face directory")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="auto: the fastest this CPU runs well (a GGUF at its stored precision where bf16 is native)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
 
 
@@ -93,7 +95,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.json:
         res = llm.generate(prompt_ids=ids, **options)
         out: dict[str, Any] = {"text": res.text, "token_ids": res.token_ids, "finish_reason": res.finish_reason,
-                               "method": args.method, "dtype": args.dtype, "stats": res.stats.as_dict()}
+                               "method": args.method, "dtype": llm.precision, "stats": res.stats.as_dict()}
         if args.compare:
             out["plain"] = _plain_comparison(llm, ids, options, res)
         print(json.dumps(out))
@@ -104,7 +106,7 @@ def _generate(args: argparse.Namespace) -> int:
     res = run.result()
     s = res.stats
     print(f"\n\n[{s.new_tokens} tokens in {s.seconds:.2f}s · {s.tokens_per_s:.1f} tok/s · "
-          f"{s.mean_accepted:.2f} tokens per target forward · method {args.method} · {args.dtype}]", file=sys.stderr)
+          f"{s.mean_accepted:.2f} tokens per target forward · method {args.method} · dtype {llm.precision}]", file=sys.stderr)
     if args.compare:
         cmp = _plain_comparison(llm, ids, options, res)
         print(f"[plain decoding: {cmp['tokens_per_s']:.1f} tok/s · speedup {cmp['speedup']:.2f}x · "

@@ -13,15 +13,17 @@ class KVCache:
         shape = (layers, 1, kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype)  # [L, B, Hkv, S, D]
         self.v = torch.zeros(shape, dtype=dtype)  # [L, B, Hkv, S, D]
+        self.layer_k, self.layer_v = list(self.k.unbind(0)), list(self.v.unbind(0))  # views, no per-step indexing
         self.length = 0  # slots [0, length) hold committed tokens
         self.max_len = max_len
 
     def write(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v [B, Hkv, T, D] at slots start..start+T; return the layer's keys/values up to there."""
         end = start + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        keys, values = self.layer_k[layer], self.layer_v[layer]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def rollback(self, length: int) -> None:
         """Forget every slot from `length` on: rejected drafts cost a number, not a copy."""

@@ -29,7 +29,7 @@ NEW_TOKENS = 128
 def llm():
     from leapdecode.api import LLM
 
-    return LLM("smollm2-135m", threads=2)
+    return LLM("smollm2-135m", dtype="float32", threads=2)
 
 
 @pytest.fixture(scope="session")

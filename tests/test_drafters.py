@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from leapdecode.drafters import DRAFTER_METHODS, Drafter, NgramDrafter, NoDrafter, SuffixDrafter, make_drafter
+from leapdecode.drafters import (
+    DRAFTER_METHODS,
+    Drafter,
+    NgramDrafter,
+    NoDrafter,
+    SuffixDrafter,
+    make_drafter,
+)
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import SeqView
 

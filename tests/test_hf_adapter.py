@@ -10,7 +10,7 @@ from tests.conftest import NEW_TOKENS
 
 @pytest.fixture(scope="module")
 def adapter_llm():
-    return LLM("smollm2-135m", backend="transformers", threads=2)
+    return LLM("smollm2-135m", dtype="float32", backend="transformers", threads=2)
 
 
 def test_adapter_backend_is_used(adapter_llm):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from leapdecode.drafters import DRAFTER_METHODS
 from leapdecode.bench.divergence import first_difference, top2_gap
+from leapdecode.drafters import DRAFTER_METHODS
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
 
 NEAR_TIE = 1e-4

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from leapdecode.errors import InvalidRequest
 from leapdecode.drafters.base import Mark, continuation, history_mark
+from leapdecode.errors import InvalidRequest
 from leapdecode.types import Draft, SeqView
+
 
 class NgramDrafter:
     """Longest n-gram first: find the latest earlier occurrence of the last n tokens, propose what followed.

@@ -11,9 +11,16 @@ from torch import Tensor
 
 from leapdecode.errors import ModelLoadError
 from leapdecode.kv import KVCache
-from leapdecode.models.linear import Linear
+from leapdecode.models.attention import (
+    ATTENTION_BUCKET,
+    attend_row_invariant,
+    row_groups,
+)
+from leapdecode.models.blocks import Blocks, as_float, cat_rows
+from leapdecode.models.linear import activation_dtype, make_linear
 
 SUPPORTED = ("llama", "qwen2", "mistral")
+Weights = dict[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,33 +66,37 @@ def _uses_sliding_window(cfg: dict[str, Any]) -> bool:
 class LlamaLayer:
     """One decoder block's weights, with q/k/v and gate/up fused into one matmul each."""
 
-    def __init__(self, sd: dict[str, Tensor], prefix: str, shape: LlamaShape, dtype: torch.dtype) -> None:
+    def __init__(self, sd: Weights, prefix: str, shape: LlamaShape, precision: str) -> None:
         a, m = f"{prefix}self_attn.", f"{prefix}mlp."
+        dtype = activation_dtype(precision)
         bqkv = torch.cat([sd[f"{a}{p}_proj.bias"] for p in "qkv"]).to(dtype) if shape.qkv_bias else None
-        self.qkv = Linear(torch.cat([sd[f"{a}{p}_proj.weight"] for p in "qkv"]).to(dtype), bqkv)
-        self.o = Linear(sd[f"{a}o_proj.weight"].to(dtype))
-        self.gate_up = Linear(torch.cat([sd[f"{m}gate_proj.weight"], sd[f"{m}up_proj.weight"]]).to(dtype))
-        self.down = Linear(sd[f"{m}down_proj.weight"].to(dtype))
-        self.norm_attn = sd[f"{prefix}input_layernorm.weight"].to(dtype)
-        self.norm_mlp = sd[f"{prefix}post_attention_layernorm.weight"].to(dtype)
+        self.qkv = make_linear(cat_rows([sd[f"{a}{p}_proj.weight"] for p in "qkv"]), precision, bqkv)
+        self.o = make_linear(sd[f"{a}o_proj.weight"], precision)
+        self.gate_up = make_linear(cat_rows([sd[f"{m}gate_proj.weight"], sd[f"{m}up_proj.weight"]]), precision)
+        self.down = make_linear(sd[f"{m}down_proj.weight"], precision)
+        self.norm_attn = as_float(sd[f"{prefix}input_layernorm.weight"])  # float32, like the residual stream
+        self.norm_mlp = as_float(sd[f"{prefix}post_attention_layernorm.weight"])
 
 
 class LlamaModel:
     """forward(tokens, start, cache) over any number of new tokens; rollback is the cache's length."""
 
-    def __init__(self, sd: dict[str, Tensor], shape: LlamaShape, dtype: torch.dtype = torch.float32) -> None:
-        self.shape, self.dtype = shape, dtype
+    def __init__(self, sd: Weights, shape: LlamaShape, precision: str = "float32") -> None:
+        dtype = activation_dtype(precision)
+        self.shape, self.precision, self.dtype = shape, precision, dtype
         self.vocab_size, self.max_context = shape.vocab, shape.max_context
-        self.embed = sd["model.embed_tokens.weight"].to(dtype)
-        self.lm_head = Linear(self.embed if shape.tied else sd["lm_head.weight"].to(dtype))
-        self.norm = sd["model.norm.weight"].to(dtype)
-        self.layers = [LlamaLayer(sd, f"model.layers.{i}.", shape, dtype) for i in range(shape.layers)]
+        embed = sd["model.embed_tokens.weight"]
+        self.embed = as_float(embed).to(dtype)
+        self.lm_head = make_linear(embed if shape.tied else sd["lm_head.weight"], precision)
+        self.norm = as_float(sd["model.norm.weight"])
+        self.layers = [LlamaLayer(sd, f"model.layers.{i}.", shape, precision) for i in range(shape.layers)]
         self.cos, self.sin = _rope_tables(shape, dtype)  # [C, D] each
         self._q, self._kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
 
     def new_cache(self, max_len: int) -> KVCache:
         s = self.shape
-        return KVCache(s.layers, s.kv_heads, max_len, s.head_dim, self.dtype)
+        # Reduced precisions keep K/V in float32: attention reads them without a conversion per layer.
+        return KVCache(s.layers, s.kv_heads, _round_up(max_len, ATTENTION_BUCKET), s.head_dim, torch.float32)
 
     @torch.inference_mode()
     def forward(self, tokens: Tensor, start: int, cache: KVCache, mask: Tensor | None = None,
@@ -93,29 +104,41 @@ class LlamaModel:
         """tokens [1, T] -> logits [1, T, V] float32. positions [T] default start..start+T (trees differ)."""
         T = tokens.shape[1]
         pos = positions if positions is not None else torch.arange(start, start + T)
-        if mask is None and T > 1:
-            mask = torch.arange(start + T)[None, :] <= pos[:, None]  # [T, start+T] causal over the cache
+        rows = self._visible(start, T, pos, mask)
         cos, sin = self.cos[pos], self.sin[pos]  # [T, D]
-        x = F.embedding(tokens, self.embed)  # [1, T, dim]
+        x = F.embedding(tokens, self.embed).float()  # [1, T, dim]: the residual stream stays float32
         for i, layer in enumerate(self.layers):
-            x = x + self._attention(layer, F.rms_norm(x, (self.shape.dim,), layer.norm_attn, self.shape.rms_eps),
-                                    cos, sin, cache, i, start, mask)
-            h = F.rms_norm(x, (self.shape.dim,), layer.norm_mlp, self.shape.rms_eps)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + self._attention(layer, self._norm(x, layer.norm_attn), cos, sin, cache, i, start, rows)
+            gate, up = layer.gate_up(self._norm(x, layer.norm_mlp)).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
         if not logits:
             return None
-        x = F.rms_norm(x, (self.shape.dim,), self.norm, self.shape.rms_eps)
-        return self.lm_head(x).float()
+        return self.lm_head(self._norm(x, self.norm)).float()
+
+    def _norm(self, x: Tensor, weight: Tensor) -> Tensor:
+        """RMSNorm in float32 (no casts inside), handed to the matmuls in the compute dtype."""
+        return F.rms_norm(x, (self.shape.dim,), weight, self.shape.rms_eps).to(self.dtype)
+
+    def _visible(self, start: int, T: int, pos: Tensor, mask: Tensor | None) -> Any:
+        """Which cache slots each row sees, worked out once per forward: an SDPA mask [T, start+T] in
+        float32 (None for one row), row groups of fixed key length in reduced precisions (attention.py)."""
+        if self.dtype != torch.float32:
+            return row_groups(start, T, mask, self.shape.heads // self.shape.kv_heads)
+        if mask is None and T > 1:
+            mask = torch.arange(start + T)[None, :] <= pos[:, None]  # causal over the cache
+        return mask
 
     def _attention(self, layer: LlamaLayer, h: Tensor, cos: Tensor, sin: Tensor, cache: KVCache,
-                   i: int, start: int, mask: Tensor | None) -> Tensor:
+                   i: int, start: int, rows: Any) -> Tensor:
         s, (B, T, _) = self.shape, h.shape
         qkv = layer.qkv(h).view(B, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [B, H+2Hkv, T, D]
         qk = _rope(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated in one go: fewer small ops
         q, k, v = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
         keys, values = cache.write(i, start, k, v)  # [B, Hkv, start+T, D]
-        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.heads != s.kv_heads)
+        if self.dtype == torch.float32:
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=rows, enable_gqa=s.heads != s.kv_heads)
+        else:
+            o = attend_row_invariant(q, cache.layer_k[i], cache.layer_v[i], rows)
         return layer.o(o.transpose(1, 2).reshape(B, T, self._q))
 
 
@@ -131,3 +154,7 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

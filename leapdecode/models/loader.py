@@ -11,10 +11,9 @@ import torch
 
 from leapdecode.errors import ModelLoadError, one_line
 from leapdecode.models.convert import converted_dir
-from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape
+from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape, Weights
+from leapdecode.models.precision import activation_dtype, choose_precision
 from leapdecode.models.registry import KNOWN_MODELS, fetch_known
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,38 +22,65 @@ class LoadedModel:
     tokenizer: Any
     checkpoint_dir: Path
     backend: str  # "leapdecode" (our llama code) or "transformers"
+    precision: str  # one of PRECISIONS: what "auto" resolved to
 
 
-def resolve_checkpoint(spec: str) -> Path:
-    """A known name, a .gguf file or a Hugging Face directory -> a directory with config.json + safetensors."""
+@dataclass(frozen=True, slots=True)
+class Source:
+    checkpoint_dir: Path  # config.json, tokenizer and float safetensors (converted once from a GGUF)
+    gguf: Path | None  # the GGUF file itself, whose quantized tensors the integer precisions read as stored
+
+
+def resolve_source(spec: str) -> Source:
+    """A known name, a .gguf file or a Hugging Face directory -> where its config, tokenizer and weights are."""
     if spec in KNOWN_MODELS:
-        return converted_dir(fetch_known(KNOWN_MODELS[spec]))
+        gguf = fetch_known(KNOWN_MODELS[spec])
+        return Source(converted_dir(gguf), gguf)
     path = Path(spec).expanduser()
     if not path.exists():
         known = ", ".join(KNOWN_MODELS)
         raise ModelLoadError(f"model {spec!r} not found: not a known name ({known}) nor an existing path")
     if path.is_file() and path.suffix == ".gguf":
-        return converted_dir(path.resolve())
+        return Source(converted_dir(path.resolve()), path.resolve())
     if path.is_dir() and (path / "config.json").exists():
-        return path
+        return Source(path, None)
     raise ModelLoadError(f"{spec}: expected a .gguf file or a Hugging Face model directory with config.json")
 
 
+def resolve_checkpoint(spec: str) -> Path:
+    return resolve_source(spec).checkpoint_dir
+
+
 def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> LoadedModel:
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    ckpt = resolve_checkpoint(spec)
+    source = resolve_source(spec)
+    precision = choose_precision(dtype, source.gguf is not None)
+    ckpt = source.checkpoint_dir
     cfg = _read_config(ckpt)
     _check_architecture(cfg, ckpt)
     tokenizer = _load_tokenizer(ckpt)
     if backend in ("auto", "leapdecode") and cfg.get("model_type") in SUPPORTED:
         try:
-            net = LlamaModel(_read_weights(ckpt), LlamaShape.from_hf(cfg), DTYPES[dtype])
-            return LoadedModel(net, tokenizer, ckpt, "leapdecode")
+            net = LlamaModel(_weights_for(source, precision), LlamaShape.from_hf(cfg), precision)
+            return LoadedModel(net, tokenizer, ckpt, "leapdecode", precision)
         except ModelLoadError:
             if backend == "leapdecode":
                 raise
-    return LoadedModel(_load_adapter(ckpt, DTYPES[dtype]), tokenizer, ckpt, "transformers")
+    if precision not in ("float32", "bfloat16"):
+        if dtype != "auto":
+            raise ModelLoadError(f"{ckpt}: dtype {precision} needs leapdecode's llama code; "
+                                 f"this model runs through transformers, at float32 or bfloat16 only")
+        precision = choose_precision("auto", from_gguf=False)  # the float precision auto picks here
+    return LoadedModel(_load_adapter(ckpt, activation_dtype(precision)), tokenizer, ckpt, "transformers", precision)
+
+
+def _weights_for(source: Source, precision: str) -> Weights:
+    """Float precisions read the converted safetensors (exactly what transformers loads); the integer ones
+    read the GGUF's blocks as stored when there is a GGUF, and quantize float weights otherwise."""
+    if source.gguf is not None and precision in ("int8", "int4", "gguf"):
+        from leapdecode.models.gguf_weights import read_gguf_weights
+
+        return read_gguf_weights(source.gguf)
+    return _read_weights(source.checkpoint_dir)
 
 
 def _read_config(ckpt: Path) -> dict[str, Any]:

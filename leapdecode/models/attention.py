@@ -1,0 +1,60 @@
+"""Attention whose result for a query row does not depend on how many rows are computed with it.
+
+Verifying k drafted tokens runs k+1 query rows in one forward; plain decoding runs one. For speculative
+output to equal plain output token for token, row j's numbers must come out bit for bit the same either way.
+CPU SDPA does not promise that in reduced precision: its reduction order follows the key length (which
+differs between the two) and its blocking over rows. Here every row attends over a key length fixed by its
+own cache slot, rounded up to a bucket, with masked slots weighted exactly zero, so the reduction it runs is
+the same whether it is computed alone or among the rows of a draft.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+ATTENTION_BUCKET = 64  # key lengths are multiples of this; caches are allocated to a multiple of it too
+
+
+RowGroup = tuple[int, int, Tensor]  # rows [j, stop); additive mask [heads_per_kv * rows, L], -inf where hidden
+
+
+def row_groups(start: int, T: int, mask: Tensor | None, heads_per_kv: int) -> list[RowGroup]:
+    """Split the T query rows at cache slots start.. into runs sharing one key length (the row's own slot
+    rounded up to the bucket): almost always a single run. Built once per forward, used by every layer."""
+    ends = [-(-(start + j + 1) // ATTENTION_BUCKET) * ATTENTION_BUCKET for j in range(T)]
+    groups, j = [], 0
+    while j < T:
+        stop = j + 1
+        while stop < T and ends[stop] == ends[j]:
+            stop += 1
+        hidden = ~_allowed(start, j, stop, ends[j], mask)
+        bias = torch.zeros(hidden.shape).masked_fill_(hidden, float("-inf")).repeat(heads_per_kv, 1)
+        groups.append((j, stop, bias))
+        j = stop
+    return groups
+
+
+def attend_row_invariant(q: Tensor, keys: Tensor, values: Tensor, groups: list[RowGroup]) -> Tensor:
+    """q [B, H, T, D]; keys/values [B, Hkv, S, D] float32, the layer's whole cache. -> [B, H, T, D] q.dtype"""
+    out = [_attend(q[:, :, j:stop], keys, values, bias) for j, stop, bias in groups]
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+
+def _allowed(start: int, j: int, stop: int, length: int, mask: Tensor | None) -> Tensor:  # -> [rows, length]
+    if mask is None:
+        return torch.arange(length)[None, :] <= torch.arange(start + j, start + stop)[:, None]
+    allowed = torch.zeros(stop - j, length, dtype=torch.bool)
+    width = min(mask.shape[1], length)
+    allowed[:, :width] = mask[j:stop, :width]
+    return allowed
+
+
+def _attend(q: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+    B, H, R, D = q.shape
+    hkv, length = keys.shape[1], bias.shape[-1]
+    g = H // hkv  # query heads per key/value head: grouped-query attention without copying the cache
+    qg = q.reshape(B * hkv, g * R, D).float()  # heads of one group stacked row-wise: [g*R, D] per kv head
+    k, v = keys[:, :, :length].reshape(B * hkv, length, D), values[:, :, :length].reshape(B * hkv, length, D)
+    scores = torch.baddbmm(bias, qg, k.transpose(1, 2), alpha=D**-0.5)  # [B*Hkv, g*R, L]
+    return (scores.softmax(dim=-1) @ v).view(B, H, R, D).to(q.dtype)
