@@ -82,3 +82,21 @@ def test_int4_layer_computes_its_dequantized_weights():
     y = make_linear(blocks, "int4")(x).float()
     ref = x.float() @ blocks.dequantize().t()
     torch.testing.assert_close(y, ref, rtol=2e-2, atol=2e-2)  # bf16 output rounding
+
+
+def test_fused_kernels_build_here():
+    """The product falls back to PyTorch ops without a compiler; this machine has one, so they must build."""
+    from leapdecode.kernels import fused_kernels
+
+    assert fused_kernels() is not None
+
+
+def test_without_fused_kernels_speculation_still_equals_plain(monkeypatch, prompt_ids):
+    import leapdecode.models.llama as llama
+
+    monkeypatch.setattr(llama, "fused_kernels", lambda: None)
+    llm = LLM("smollm2-135m", dtype="int4", threads=2)
+    assert llm.network.fused is None
+    for ids in prompt_ids[:3]:
+        plain = llm.generate(prompt_ids=ids, method="none", max_new_tokens=32).token_ids
+        assert llm.generate(prompt_ids=ids, method="suffix", max_new_tokens=32).token_ids == plain

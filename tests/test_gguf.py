@@ -12,7 +12,7 @@ from leapdecode.errors import ModelLoadError
 from leapdecode.models import gguf_weights
 from leapdecode.models.blocks import Blocks, as_float
 from leapdecode.models.loader import resolve_source
-from leapdecode.models.precision import choose_precision
+from leapdecode.models.precision import choose_precision, is_four_bit_gguf
 
 # (format, bytes per block, offsets of its float16 fields, elements per block)
 FORMATS = [("Q4_0", 18, [0], 32), ("Q4_1", 20, [0, 2], 32), ("Q8_0", 34, [0], 32), ("Q4_K", 144, [0, 2], 256)]
@@ -55,6 +55,8 @@ def test_blocks_fuse_and_reorder_rows():
 def test_dtype_choice():
     assert choose_precision("int4", True) == "int4"
     assert choose_precision("auto", True) in ("gguf", "float32")
+    assert choose_precision("auto", True, four_bit=True) in ("int4", "float32")
+    assert is_four_bit_gguf(resolve_source("smollm2-135m").gguf)  # SmolLM2 ships as Q4_1
     assert choose_precision("auto", False) in ("bfloat16", "float32")
     with pytest.raises(ModelLoadError, match="unknown dtype 'int3'"):
         choose_precision("int3", True)

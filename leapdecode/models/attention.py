@@ -41,6 +41,22 @@ def attend_row_invariant(q: Tensor, keys: Tensor, values: Tensor, groups: list[R
     return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
 
+def attend_grouped(q: Tensor, keys: Tensor, values: Tensor, groups: list[RowGroup]) -> Tensor:
+    """The same for q already float32 in grouped layout [Hkv, g * T, D] (row gi * T + t is head
+    kv * g + gi of token t, as the fused rope_store kernel writes it). -> [T, H * D] float32"""
+    hkv, rows, D = q.shape
+    T = sum(stop - j for j, stop, _ in groups)
+    g = rows // T
+    out = []
+    for j, stop, bias in groups:
+        qg = q if len(groups) == 1 else q.view(hkv, g, T, D)[:, :, j:stop].reshape(hkv, g * (stop - j), D)
+        length = bias.shape[-1]
+        scores = torch.baddbmm(bias, qg, keys[0, :, :length].transpose(1, 2), alpha=D**-0.5)
+        out.append((scores.softmax(dim=-1) @ values[0, :, :length]).view(hkv, g, stop - j, D))
+    o = out[0] if len(out) == 1 else torch.cat(out, dim=2)  # [Hkv, g, T, D]
+    return o.permute(2, 0, 1, 3).reshape(T, hkv * g * D)
+
+
 def _allowed(start: int, j: int, stop: int, length: int, mask: Tensor | None) -> Tensor:  # -> [rows, length]
     if mask is None:
         return torch.arange(length)[None, :] <= torch.arange(start + j, start + stop)[:, None]

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leapdecode.errors import ModelLoadError
+from leapdecode.kernels import fused_kernels
 from leapdecode.kv import KVCache
 from leapdecode.models.attention import (
     ATTENTION_BUCKET,
+    attend_grouped,
     attend_row_invariant,
     row_groups,
 )
@@ -90,8 +92,10 @@ class LlamaModel:
         self.lm_head = make_linear(embed if shape.tied else sd["lm_head.weight"], precision)
         self.norm = as_float(sd["model.norm.weight"])
         self.layers = [LlamaLayer(sd, f"model.layers.{i}.", shape, precision) for i in range(shape.layers)]
-        self.cos, self.sin = _rope_tables(shape, dtype)  # [C, D] each
         self._q, self._kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+        # float32 keeps PyTorch's own ops (bit-equal to transformers); reduced precisions fuse the glue.
+        self.fused = fused_kernels() if dtype != torch.float32 else None
+        self.cos, self.sin = _rope_tables(shape, torch.float32 if self.fused is not None else dtype)  # [C, D]
 
     def new_cache(self, max_len: int) -> KVCache:
         s = self.shape
@@ -106,18 +110,27 @@ class LlamaModel:
         pos = positions if positions is not None else torch.arange(start, start + T)
         rows = self._visible(start, T, pos, mask)
         cos, sin = self.cos[pos], self.sin[pos]  # [T, D]
-        x = F.embedding(tokens, self.embed).float()  # [1, T, dim]: the residual stream stays float32
+        x = F.embedding(tokens[0], self.embed).float()  # [T, dim]: the residual stream stays float32
+        h = self._add_norm(x, None, self.layers[0].norm_attn)
         for i, layer in enumerate(self.layers):
-            x = x + self._attention(layer, self._norm(x, layer.norm_attn), cos, sin, cache, i, start, rows)
-            gate, up = layer.gate_up(self._norm(x, layer.norm_mlp)).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
-        if not logits:
-            return None
-        return self.lm_head(self._norm(x, self.norm)).float()
+            h = self._add_norm(x, self._attention(layer, h, cos, sin, cache, i, start, rows), layer.norm_mlp)
+            after = self.layers[i + 1].norm_attn if i + 1 < len(self.layers) else self.norm
+            h = self._add_norm(x, layer.down(self._act(layer.gate_up(h))), after)
+        return self.lm_head(h).float()[None] if logits else None
 
-    def _norm(self, x: Tensor, weight: Tensor) -> Tensor:
-        """RMSNorm in float32 (no casts inside), handed to the matmuls in the compute dtype."""
+    def _add_norm(self, x: Tensor, delta: Tensor | None, weight: Tensor) -> Tensor:
+        """x += delta in place (the residual add), then RMSNorm in float32, in the compute dtype."""
+        if self.fused is not None:
+            return self.fused.add_rms_norm(x, delta, weight, self.shape.rms_eps)
+        if delta is not None:
+            x.add_(delta)
         return F.rms_norm(x, (self.shape.dim,), weight, self.shape.rms_eps).to(self.dtype)
+
+    def _act(self, gate_up: Tensor) -> Tensor:
+        if self.fused is not None:
+            return self.fused.silu_mul(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
 
     def _visible(self, start: int, T: int, pos: Tensor, mask: Tensor | None) -> Any:
         """Which cache slots each row sees, worked out once per forward: an SDPA mask [T, start+T] in
@@ -130,7 +143,12 @@ class LlamaModel:
 
     def _attention(self, layer: LlamaLayer, h: Tensor, cos: Tensor, sin: Tensor, cache: KVCache,
                    i: int, start: int, rows: Any) -> Tensor:
-        s, (B, T, _) = self.shape, h.shape
+        s, (T, _), B = self.shape, h.shape, 1
+        if self.fused is not None:  # rope, cache write and the grouped q layout in one call
+            q = self.fused.rope_store(layer.qkv(h), cos, sin, cache.layer_k[i], cache.layer_v[i], start,
+                                      s.heads, s.kv_heads)
+            o = attend_grouped(q, cache.layer_k[i], cache.layer_v[i], rows)  # [T, H*D] float32
+            return layer.o(o.to(self.dtype))
         qkv = layer.qkv(h).view(B, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [B, H+2Hkv, T, D]
         qk = _rope(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated in one go: fewer small ops
         q, k, v = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
@@ -139,7 +157,7 @@ class LlamaModel:
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=rows, enable_gqa=s.heads != s.kv_heads)
         else:
             o = attend_row_invariant(q, cache.layer_k[i], cache.layer_v[i], rows)
-        return layer.o(o.transpose(1, 2).reshape(B, T, self._q))
+        return layer.o(o.transpose(1, 2).reshape(T, self._q))
 
 
 def _rope_tables(shape: LlamaShape, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

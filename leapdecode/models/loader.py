@@ -12,7 +12,11 @@ import torch
 from leapdecode.errors import ModelLoadError, one_line
 from leapdecode.models.convert import converted_dir
 from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape, Weights
-from leapdecode.models.precision import activation_dtype, choose_precision
+from leapdecode.models.precision import (
+    activation_dtype,
+    choose_precision,
+    is_four_bit_gguf,
+)
 from leapdecode.models.registry import KNOWN_MODELS, fetch_known
 
 
@@ -53,7 +57,8 @@ def resolve_checkpoint(spec: str) -> Path:
 
 def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> LoadedModel:
     source = resolve_source(spec)
-    precision = choose_precision(dtype, source.gguf is not None)
+    four_bit = dtype == "auto" and source.gguf is not None and is_four_bit_gguf(source.gguf)
+    precision = choose_precision(dtype, source.gguf is not None, four_bit)
     ckpt = source.checkpoint_dir
     cfg = _read_config(ckpt)
     _check_architecture(cfg, ckpt)
