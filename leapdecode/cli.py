@@ -146,7 +146,7 @@ def _models(args: argparse.Namespace) -> int:
     for name, known in KNOWN_MODELS.items():
         path = gguf_path(known)
         where = f"{path} ({path.stat().st_size / 1e6:.0f} MB)" if path.exists() else "not fetched yet"
-        print(f"{name:16} {known.package:24} {where}")
+        print(f"{name:20} {known.package:34} {where}")
     return 0
 
 

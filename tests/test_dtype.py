@@ -92,7 +92,7 @@ def test_fused_kernels_build_here():
 
 
 def test_without_fused_kernels_speculation_still_equals_plain(monkeypatch, prompt_ids):
-    import leapdecode.models.llama as llama
+    from leapdecode.models import llama
 
     monkeypatch.setattr(llama, "fused_kernels", lambda: None)
     llm = LLM("smollm2-135m", dtype="int4", threads=2)

@@ -12,16 +12,35 @@ from leapdecode.errors import ModelLoadError, one_line
 from leapdecode.paths import cache_dir
 
 
+def metadata_dir(gguf: Path) -> Path:
+    """config.json, tokenizer and generation config of this GGUF, without weights: all the integer
+    precisions need, since they read the GGUF's tensors themselves. Seconds, where converting the
+    weights to float32 takes minutes and gigabytes for a 1.5B model."""
+    full = cache_dir() / "checkpoints" / f"{gguf.stem}-{_fingerprint(gguf)}"
+    if (full / "config.json").exists():
+        return full
+    out = full.with_name(full.name + "-meta")
+    if not (out / "config.json").exists():
+        _build(out, lambda tmp: _write_metadata(gguf, tmp), gguf)
+    return out
+
+
 def converted_dir(gguf: Path) -> Path:
     """A safetensors checkpoint of this GGUF file, converting it on first use."""
     out = cache_dir() / "checkpoints" / f"{gguf.stem}-{_fingerprint(gguf)}"
     if (out / "config.json").exists():
         return out
+    print(f"leapdecode: converting {gguf.name} to safetensors (once, under {out.parent})...", file=sys.stderr)
+    _build(out, lambda tmp: _convert(gguf, tmp), gguf)
+    return out
+
+
+def _build(out: Path, write, gguf: Path) -> None:
+    """Run write(tmp) into a temporary folder, then move it into place: a failure leaves nothing behind."""
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"leapdecode: converting {gguf.name} to safetensors (once, under {out.parent})...", file=sys.stderr)
     try:
-        _convert(gguf, tmp)
+        write(tmp)
     except ModelLoadError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -30,7 +49,16 @@ def converted_dir(gguf: Path) -> Path:
         raise ModelLoadError(f"cannot read GGUF {gguf}: {one_line(exc)}") from exc
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return out
+
+
+def _write_metadata(gguf: Path, out: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config.quantization_config = None
+    config.save_pretrained(out)
+    GenerationConfig.from_model_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
 
 
 def _convert(gguf: Path, out: Path) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from leapdecode.errors import ModelLoadError, one_line
-from leapdecode.models.convert import converted_dir
-from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape, Weights
+from leapdecode.models.convert import converted_dir, metadata_dir
+from leapdecode.models.gguf_weights import read_gguf_weights
+from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape
 from leapdecode.models.precision import (
     activation_dtype,
     choose_precision,
@@ -31,41 +32,48 @@ class LoadedModel:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    checkpoint_dir: Path  # config.json, tokenizer and float safetensors (converted once from a GGUF)
+    checkpoint_dir: Path  # config.json and tokenizer; float safetensors too unless it came from a GGUF
     gguf: Path | None  # the GGUF file itself, whose quantized tensors the integer precisions read as stored
+
+    def with_float_weights(self) -> Path:
+        """A directory with float safetensors: a GGUF is converted once (minutes for a 1.5B model)."""
+        return converted_dir(self.gguf) if self.gguf is not None else self.checkpoint_dir
 
 
 def resolve_source(spec: str) -> Source:
     """A known name, a .gguf file or a Hugging Face directory -> where its config, tokenizer and weights are."""
     if spec in KNOWN_MODELS:
         gguf = fetch_known(KNOWN_MODELS[spec])
-        return Source(converted_dir(gguf), gguf)
+        return Source(metadata_dir(gguf), gguf)
     path = Path(spec).expanduser()
     if not path.exists():
         known = ", ".join(KNOWN_MODELS)
         raise ModelLoadError(f"model {spec!r} not found: not a known name ({known}) nor an existing path")
     if path.is_file() and path.suffix == ".gguf":
-        return Source(converted_dir(path.resolve()), path.resolve())
+        return Source(metadata_dir(path.resolve()), path.resolve())
     if path.is_dir() and (path / "config.json").exists():
         return Source(path, None)
     raise ModelLoadError(f"{spec}: expected a .gguf file or a Hugging Face model directory with config.json")
 
 
 def resolve_checkpoint(spec: str) -> Path:
-    return resolve_source(spec).checkpoint_dir
+    """A directory transformers can load with weights (what the hf baselines read)."""
+    return resolve_source(spec).with_float_weights()
 
 
 def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> LoadedModel:
     source = resolve_source(spec)
     four_bit = dtype == "auto" and source.gguf is not None and is_four_bit_gguf(source.gguf)
     precision = choose_precision(dtype, source.gguf is not None, four_bit)
-    ckpt = source.checkpoint_dir
+    integer = precision in ("int8", "int4", "gguf") and source.gguf is not None
+    ckpt = source.checkpoint_dir if integer else source.with_float_weights()
     cfg = _read_config(ckpt)
     _check_architecture(cfg, ckpt)
     tokenizer = _load_tokenizer(ckpt)
     if backend in ("auto", "leapdecode") and cfg.get("model_type") in SUPPORTED:
         try:
-            net = LlamaModel(_weights_for(source, precision), LlamaShape.from_hf(cfg), precision)
+            weights = read_gguf_weights(source.gguf) if integer else _read_weights(ckpt)  # type: ignore[arg-type]
+            net = LlamaModel(weights, LlamaShape.from_hf(cfg), precision)
             return LoadedModel(net, tokenizer, ckpt, "leapdecode", precision)
         except ModelLoadError:
             if backend == "leapdecode":
@@ -75,17 +83,8 @@ def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> Load
             raise ModelLoadError(f"{ckpt}: dtype {precision} needs leapdecode's llama code; "
                                  f"this model runs through transformers, at float32 or bfloat16 only")
         precision = choose_precision("auto", from_gguf=False)  # the float precision auto picks here
+        ckpt = source.with_float_weights()
     return LoadedModel(_load_adapter(ckpt, activation_dtype(precision)), tokenizer, ckpt, "transformers", precision)
-
-
-def _weights_for(source: Source, precision: str) -> Weights:
-    """Float precisions read the converted safetensors (exactly what transformers loads); the integer ones
-    read the GGUF's blocks as stored when there is a GGUF, and quantize float weights otherwise."""
-    if source.gguf is not None and precision in ("int8", "int4", "gguf"):
-        from leapdecode.models.gguf_weights import read_gguf_weights
-
-        return read_gguf_weights(source.gguf)
-    return _read_weights(source.checkpoint_dir)
 
 
 def _read_config(ckpt: Path) -> dict[str, Any]:
