@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from leapdecode.api import LLM
-from leapdecode.models.attention import attend_row_invariant, row_groups
+from leapdecode.models.attention import attend_grouped, row_groups
 from leapdecode.models.blocks import quantize_int4
 from leapdecode.models.linear import make_linear
 
@@ -54,22 +54,26 @@ def test_attention_rows_do_not_depend_on_their_neighbours(start):
     torch.manual_seed(1)
     heads, kv_heads, T, S = 9, 3, 7, 256
     keys, values = torch.randn(1, kv_heads, S, 64), torch.randn(1, kv_heads, S, 64)
-    q = torch.randn(1, heads, T, 64).to(torch.bfloat16)
-    together = attend_row_invariant(q, keys, values, row_groups(start, T, None, heads // kv_heads))
+    q = torch.randn(1, heads, T, 64).to(torch.bfloat16).float()
+
+    def grouped(x: torch.Tensor) -> torch.Tensor:  # [1, H, t, D] -> [Hkv, g*t, D]
+        return x.reshape(kv_heads, -1, 64)
+
+    together = attend_grouped(grouped(q), keys, values, row_groups(start, T, None, heads // kv_heads))
     for j in range(T):
         stale = keys.clone()
         stale[:, :, start + j + 1 :] = torch.randn_like(stale[:, :, start + j + 1 :])  # draft slots differ
-        alone = attend_row_invariant(q[:, :, j : j + 1], stale, values, row_groups(start + j, 1, None, 3))
-        assert torch.equal(alone, together[:, :, j : j + 1])
+        alone = attend_grouped(grouped(q[:, :, j : j + 1]), stale, values, row_groups(start + j, 1, None, 3))
+        assert torch.equal(alone, together[j : j + 1])
 
 
 def test_attention_matches_softmax_reference():
     torch.manual_seed(2)
     q, keys, values = torch.randn(1, 4, 3, 32), torch.randn(1, 2, 128, 32), torch.randn(1, 2, 128, 32)
-    out = attend_row_invariant(q, keys, values, row_groups(10, 3, None, 2))
+    out = attend_grouped(q.reshape(2, 6, 32), keys, values, row_groups(10, 3, None, 2))  # [3, 4*32]
     k, v = keys[:, :, :13].repeat_interleave(2, 1), values[:, :, :13].repeat_interleave(2, 1)
     causal = torch.arange(13)[None, :] <= torch.arange(10, 13)[:, None]
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=causal).transpose(1, 2).reshape(3, 128)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 

@@ -35,15 +35,10 @@ def row_groups(start: int, T: int, mask: Tensor | None, heads_per_kv: int) -> li
     return groups
 
 
-def attend_row_invariant(q: Tensor, keys: Tensor, values: Tensor, groups: list[RowGroup]) -> Tensor:
-    """q [B, H, T, D]; keys/values [B, Hkv, S, D] float32, the layer's whole cache. -> [B, H, T, D] q.dtype"""
-    out = [_attend(q[:, :, j:stop], keys, values, bias) for j, stop, bias in groups]
-    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
-
-
 def attend_grouped(q: Tensor, keys: Tensor, values: Tensor, groups: list[RowGroup]) -> Tensor:
-    """The same for q already float32 in grouped layout [Hkv, g * T, D] (row gi * T + t is head
-    kv * g + gi of token t, as the fused rope_store kernel writes it). -> [T, H * D] float32"""
+    """q float32 in grouped layout [Hkv, g * T, D]: row gi * T + t is head kv * g + gi of token t, as the
+    fused rope_store kernel writes it and as q [1, H, T, D].reshape(Hkv, g * T, D) is. keys/values
+    [1, Hkv, S, D] float32, the layer's whole cache. -> [T, H * D] float32"""
     hkv, rows, D = q.shape
     T = sum(stop - j for j, stop, _ in groups)
     g = rows // T
@@ -64,13 +59,3 @@ def _allowed(start: int, j: int, stop: int, length: int, mask: Tensor | None) ->
     width = min(mask.shape[1], length)
     allowed[:, :width] = mask[j:stop, :width]
     return allowed
-
-
-def _attend(q: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
-    B, H, R, D = q.shape
-    hkv, length = keys.shape[1], bias.shape[-1]
-    g = H // hkv  # query heads per key/value head: grouped-query attention without copying the cache
-    qg = q.reshape(B * hkv, g * R, D).float()  # heads of one group stacked row-wise: [g*R, D] per kv head
-    k, v = keys[:, :, :length].reshape(B * hkv, length, D), values[:, :, :length].reshape(B * hkv, length, D)
-    scores = torch.baddbmm(bias, qg, k.transpose(1, 2), alpha=D**-0.5)  # [B*Hkv, g*R, L]
-    return (scores.softmax(dim=-1) @ v).view(B, H, R, D).to(q.dtype)

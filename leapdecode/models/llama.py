@@ -15,7 +15,6 @@ from leapdecode.kv import KVCache
 from leapdecode.models.attention import (
     ATTENTION_BUCKET,
     attend_grouped,
-    attend_row_invariant,
     row_groups,
 )
 from leapdecode.models.blocks import Blocks, as_float, cat_rows
@@ -147,17 +146,17 @@ class LlamaModel:
         if self.fused is not None:  # rope, cache write and the grouped q layout in one call
             q = self.fused.rope_store(layer.qkv(h), cos, sin, cache.layer_k[i], cache.layer_v[i], start,
                                       s.heads, s.kv_heads)
-            o = attend_grouped(q, cache.layer_k[i], cache.layer_v[i], rows)  # [T, H*D] float32
-            return layer.o(o.to(self.dtype))
-        qkv = layer.qkv(h).view(B, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [B, H+2Hkv, T, D]
-        qk = _rope(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated in one go: fewer small ops
-        q, k, v = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
-        keys, values = cache.write(i, start, k, v)  # [B, Hkv, start+T, D]
-        if self.dtype == torch.float32:
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=rows, enable_gqa=s.heads != s.kv_heads)
         else:
-            o = attend_row_invariant(q, cache.layer_k[i], cache.layer_v[i], rows)
-        return layer.o(o.transpose(1, 2).reshape(T, self._q))
+            qkv = layer.qkv(h).view(B, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [B, H+2Hkv, T, D]
+            qk = _rope(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated in one go: fewer small ops
+            q, k, v = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
+            keys, values = cache.write(i, start, k, v)  # [B, Hkv, start+T, D]
+            if self.dtype == torch.float32:  # PyTorch's SDPA: bit-equal to transformers
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=rows, enable_gqa=s.heads != s.kv_heads)
+                return layer.o(o.transpose(1, 2).reshape(T, self._q))
+            q = q.reshape(s.kv_heads, -1, s.head_dim).float()  # [Hkv, g*T, D], the layout rope_store writes
+        o = attend_grouped(q, cache.layer_k[i], cache.layer_v[i], rows)  # [T, H*D] float32, row-invariant
+        return layer.o(o.to(self.dtype))
 
 
 def _rope_tables(shape: LlamaShape, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
