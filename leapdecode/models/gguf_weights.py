@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +22,50 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-def read_gguf_weights(path: Path) -> dict[str, Tensor | Blocks]:
+def read_gguf_weights(path: Path) -> GGUFWeights:
     """HF name -> float tensor, or Blocks for Q4_0, Q4_1, Q4_K and Q8_0 (other types are dequantized)."""
-    from gguf import GGUFReader
-
     try:
-        reader = GGUFReader(path)
-        arch = _field(reader, "general.architecture")
-        heads = int(_field(reader, f"{arch}.attention.head_count"))
-        kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", heads))
-        weights = {_hf_name(t.name): _tensor(t) for t in reader.tensors}
+        return GGUFWeights(path)
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(f"cannot read GGUF {path}: {one_line(exc)}") from exc
-    if arch == "llama":  # llama.cpp's converter interleaves q/k rows for its RoPE; undo it
-        for name, w in list(weights.items()):
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                weights[name] = _unpermute(w, heads if "q_proj" in name else kv_heads)
-    return weights
+
+
+class GGUFWeights(Mapping[str, "Tensor | Blocks"]):
+    """The file's tensors, each unpacked when it is asked for: the model packs one weight before the next is
+    unpacked, so loading a 1.5B model never holds all of it unpacked at once."""
+
+    def __init__(self, path: Path) -> None:
+        from gguf import GGUFReader
+
+        self.path = path
+        reader = GGUFReader(path)  # memory-mapped: nothing is read until a tensor is
+        arch = _field(reader, "general.architecture")
+        heads = int(_field(reader, f"{arch}.attention.head_count"))
+        kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", heads))
+        # llama.cpp's converter interleaves llama's q/k rows for its RoPE; those get the rows put back.
+        self._heads = {"q_proj": heads, "k_proj": kv_heads} if arch == "llama" else {}
+        self._tensors = {_hf_name(t.name): t for t in reader.tensors}
+
+    def __getitem__(self, name: str) -> Tensor | Blocks:
+        if name not in self._tensors:
+            raise ModelLoadError(f"GGUF {self.path} has no tensor for {name}")
+        try:
+            w = _tensor(self._tensors[name])
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read {name} from GGUF {self.path}: {one_line(exc)}") from exc
+        kind = name.rsplit(".", 2)[-2] if name.endswith(".weight") else ""
+        return _unpermute(w, self._heads[kind]) if kind in self._heads else w
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
 
 
 def _field(reader, key: str, default=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from leapdecode.models.blocks import Blocks, as_float, cat_rows
 from leapdecode.models.linear import activation_dtype, make_linear
 
 SUPPORTED = ("llama", "qwen2", "mistral")
-Weights = dict[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks
+Weights = Mapping[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks
 
 
 @dataclass(frozen=True, slots=True)
