@@ -60,3 +60,16 @@ def test_dtype_choice():
     assert choose_precision("auto", False) in ("bfloat16", "float32")
     with pytest.raises(ModelLoadError, match="unknown dtype 'int3'"):
         choose_precision("int3", True)
+
+
+def test_other_formats_dequantize_in_row_chunks_exactly(monkeypatch):
+    """Q6_K and friends go through gguf's own dequantizer, a few rows at a time to bound temporaries."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (5, 210), dtype=np.uint8)  # Q6_K: 210 bytes per 256 values, d at the end
+    data[:, 208:210] = (rng.standard_normal((5, 1)) * 0.01).astype(np.float16).view(np.uint8)
+    tensor = SimpleNamespace(tensor_type=GGMLQuantizationType.Q6_K, data=data)
+    monkeypatch.setattr(gguf_weights, "_CHUNK_ROWS", 2)
+    ours = gguf_weights._tensor(tensor)
+    assert torch.equal(ours, torch.from_numpy(dequantize(data, GGMLQuantizationType.Q6_K).astype(np.float32)))

@@ -48,8 +48,11 @@ class Blocks:
                       first.bits, first.group)
 
 
-def quantize_int4(w: Tensor, group: int = 32) -> Blocks:
-    """Asymmetric 4-bit per group of `group` columns, min/max rounding (what Q4_1 does)."""
+def quantize_int4(w: Tensor, group: int = 32, chunk_rows: int = 8192) -> Blocks:
+    """Asymmetric 4-bit per group of `group` columns, min/max rounding (what Q4_1 does). Rows go in
+    chunks, so quantizing a 150k-row head holds no float temporaries of its full size."""
+    if w.shape[0] > chunk_rows:
+        return Blocks.cat([quantize_int4(w[r : r + chunk_rows], group) for r in range(0, w.shape[0], chunk_rows)])
     n, k = w.shape
     g = w.float().view(n, k // group, group)
     lo, hi = g.amin(-1), g.amax(-1)

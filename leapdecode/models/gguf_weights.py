@@ -94,7 +94,12 @@ def _tensor(t) -> Tensor | Blocks:
         return _UNPACK[kind](np.asarray(t.data))
     from gguf.quants import dequantize
 
-    return torch.from_numpy(np.array(dequantize(t.data, t.tensor_type), dtype=np.float32))
+    data = t.data
+    first = np.asarray(dequantize(data[:1], t.tensor_type), dtype=np.float32)
+    out = np.empty((data.shape[0], *first.shape[1:]), dtype=np.float32)
+    for r in range(0, data.shape[0], _CHUNK_ROWS):  # row chunks: gguf's own temporaries stay small
+        out[r : r + _CHUNK_ROWS] = dequantize(data[r : r + _CHUNK_ROWS], t.tensor_type)
+    return torch.from_numpy(out)
 
 
 def _unpermute(w: Tensor | Blocks, heads: int) -> Tensor | Blocks:
@@ -159,4 +164,5 @@ def _k_scales(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc, mn
 
 
+_CHUNK_ROWS = 8192
 _UNPACK = {"Q4_0": _q4_0, "Q4_1": _q4_1, "Q8_0": _q8_0, "Q4_K": _q4_k}
