@@ -14,6 +14,7 @@ from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS
 from leapdecode.bench.divergence import Divergence
 from leapdecode.bench.record import RunRecord
 from leapdecode.bench.summary import summarise
+from leapdecode.models.precision import QUANTIZED
 
 TPS_NOTE = "tokens_per_s = total new tokens / total wall seconds over prompts (prefill included)"
 RSS_NOTE = "peak RSS is the whole process's high-water mark (all methods and all model copies share it)"
@@ -113,7 +114,7 @@ def _category_speedup(stats: dict[str, Any], category: str) -> float | None:
 
 def _unchecked(results: dict[str, Any]) -> list[str]:
     """Methods whose splits from hf are not scored: another runtime, or the engine on quantized weights."""
-    quantized = results["config"].get("precision") in ("int8", "int4", "gguf")
+    quantized = results["config"].get("precision") in QUANTIZED
     return [m for m in results["methods"] if m in LLAMACPP_METHODS or (quantized and m not in HF_METHODS)]
 
 

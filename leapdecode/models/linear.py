@@ -62,18 +62,18 @@ def make_linear(w: Tensor | Blocks, precision: str, bias: Tensor | None = None):
 
     int4 / int8 quantize float weights (int4 in groups of 32, int8 per row) and keep 4-bit blocks as they
     are; gguf keeps each weight's stored format as closely as the kernels allow: 4-bit blocks run as int4,
-    8-bit blocks as int8 (one scale per row, so re-quantized), float weights as bfloat16.
+    anything else (8-bit blocks, float) as bfloat16.
     """
     from leapdecode.models.qlinear import Int4Linear, Int8Linear
 
+    four_bit = isinstance(w, Blocks) and w.bits == 4 and w.group % 32 == 0
+    if precision == "gguf":
+        precision = "int4" if four_bit else "bfloat16"
     if precision in ("float32", "bfloat16"):
         dtype = activation_dtype(precision)
         return Linear(as_float(w).to(dtype), None if bias is None else bias.to(dtype))
-    four_bit = isinstance(w, Blocks) and w.bits == 4 and w.group % 32 == 0
-    if precision == "int4" or (precision == "gguf" and four_bit):
+    if precision == "int4":
         return Int4Linear(w if four_bit else quantize_int4(as_float(w)), bias)  # type: ignore[arg-type]
     if precision == "int8":
         return Int8Linear(quantize_int8(as_float(w)), bias)
-    if precision == "gguf":
-        return Linear(as_float(w).to(torch.bfloat16), None if bias is None else bias.to(torch.bfloat16))
     raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")

@@ -19,7 +19,8 @@ from leapdecode.models.attention import (
     row_groups,
 )
 from leapdecode.models.blocks import Blocks, as_float, cat_rows
-from leapdecode.models.linear import activation_dtype, make_linear
+from leapdecode.models.linear import make_linear
+from leapdecode.models.precision import activation_dtype
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 Weights = Mapping[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks

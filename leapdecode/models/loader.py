@@ -14,6 +14,7 @@ from leapdecode.models.convert import converted_dir, metadata_dir
 from leapdecode.models.gguf_weights import read_gguf_weights
 from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape
 from leapdecode.models.precision import (
+    QUANTIZED,
     activation_dtype,
     choose_precision,
     is_four_bit_gguf,
@@ -65,7 +66,7 @@ def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> Load
     source = resolve_source(spec)
     four_bit = dtype == "auto" and source.gguf is not None and is_four_bit_gguf(source.gguf)
     precision = choose_precision(dtype, source.gguf is not None, four_bit)
-    integer = precision in ("int8", "int4", "gguf") and source.gguf is not None
+    integer = precision in QUANTIZED and source.gguf is not None
     ckpt = source.checkpoint_dir if integer else source.with_float_weights()
     cfg = _read_config(ckpt)
     _check_architecture(cfg, ckpt)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("float32", "bfloat16", "int8", "int4", "gguf")
+QUANTIZED = ("int8", "int4", "gguf")  # integer weights: a GGUF's tensors are read as stored
 DTYPE_CHOICES = ("auto", *PRECISIONS)
 
 
