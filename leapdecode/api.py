@@ -105,6 +105,7 @@ class Run:
         self.finisher = Finisher(llm.tokenizer, llm.eos_ids, list(opts.stop), opts.max_new_tokens)
         self.engine: Engine | None = None
         self.seconds = 0.0
+        self._t0 = 0.0
 
     def __iter__(self) -> Iterator[str]:
         """Text pieces as tokens are accepted (decoding the text costs time only when someone streams)."""
@@ -114,13 +115,29 @@ class Run:
 
     def steps(self) -> Iterator[None]:
         """Run to the end, one target forward per iteration."""
-        t0 = time.perf_counter()
-        self.engine = self._engine()
-        while not self.finisher.reason:
-            budget = self.opts.max_new_tokens - len(self.finisher.ids) - 1
-            self.finisher.push(self.engine.step(budget))
-            self.seconds = time.perf_counter() - t0
+        self.start()
+        while not self.done:
+            self.push(self.engine.step(self.budget()))
             yield
+
+    def start(self) -> None:
+        """Build the engine: drafter, cache and the prompt's prefill."""
+        self._t0 = time.perf_counter()
+        self.engine = self._engine()
+
+    @property
+    def done(self) -> bool:
+        return self.finisher.reason is not None
+
+    def budget(self) -> int:
+        """How many draft tokens could still be used: one token of the step is the target's own."""
+        return self.opts.max_new_tokens - len(self.finisher.ids) - 1
+
+    def push(self, tokens: list[int]) -> int:
+        """Hand a step's tokens to the finisher; returns how many it took (fewer once generation ends)."""
+        taken = self.finisher.push(tokens)
+        self.seconds = time.perf_counter() - self._t0
+        return taken
 
     def _engine(self) -> Engine:
         opts = self.opts

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
+from leapdecode.models.base import Segment
 from leapdecode.sampling import target_probs
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import verify_greedy, verify_sampling
@@ -37,21 +38,29 @@ class Engine:
 
     def step(self, budget: int) -> list[int]:
         """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
-        draft = self._propose(budget)
-        logits = self._forward(draft)
-        verdict = self._verify(draft, logits)
-        self._accept(draft, verdict)
-        return verdict.tokens
+        draft = self.propose(budget)
+        logits = self.model.forward(self.fed(draft)[None], self.cache.length, self.cache)[0]
+        return self.settle(draft, logits)
 
-    def _propose(self, budget: int) -> Draft:
+    def propose(self, budget: int) -> Draft:
+        """The drafter's guess, at most min(draft length, budget) tokens and never past the cache."""
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
         return self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
 
-    def _forward(self, draft: Draft) -> Tensor:
-        """Logits [k+1, V] for the pending last token followed by the draft, in one forward."""
-        fed = torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens])[None]  # [1, k+1]
-        return self.model.forward(fed, self.cache.length, self.cache)[0]
+    def fed(self, draft: Draft) -> Tensor:
+        """What the target reads this step: the pending last token, then the draft. [k+1] int64"""
+        return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens])
+
+    def segment(self, draft: Draft) -> Segment:
+        """This sequence's share of a batched forward (see Scheduler)."""
+        return Segment(self.fed(draft), self.cache.length, self.cache)
+
+    def settle(self, draft: Draft, logits: Tensor) -> list[int]:
+        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded."""
+        verdict = self._verify(draft, logits)
+        self._accept(draft, verdict)
+        return verdict.tokens
 
     def _verify(self, draft: Draft, logits: Tensor) -> Verdict:
         if self.params.greedy:

@@ -54,6 +54,12 @@ class Draft:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    def prefix(self, n: int) -> Draft:
+        """The first n drafted tokens (a batch under load verifies less than was drafted)."""
+        if n >= len(self):
+            return self
+        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n])
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One sequence's share of a packed forward: its new tokens and where they go in its own cache."""
+
+    tokens: Tensor  # [T] int64
+    start: int  # cache slot of tokens[0]
+    cache: Any  # the sequence's own cache
+    mask: Tensor | None = None  # [T, start+T] bool, True = may attend (token trees); None = causal
+    positions: Tensor | None = None  # [T] rope positions; None = start..start+T
 
 
 class CausalLM(Protocol):
@@ -20,4 +33,8 @@ class CausalLM(Protocol):
 
         mask [T, start+T] bool (True = may attend) replaces the default causal mask, for token trees.
         """
+        ...
+
+    def forward_packed(self, segments: Sequence[Segment], logits: bool = True) -> Tensor | None:
+        """Several sequences in one forward -> logits [sum T, V], each row as it would be alone."""
         ...

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from transformers import DynamicCache
+
+from leapdecode.models.base import Segment
 
 
 class HFCache:
@@ -41,3 +45,8 @@ class HFAdapter:
         out = self.model(input_ids=tokens, past_key_values=cache.inner, position_ids=pos,
                          cache_position=pos[0], use_cache=True)
         return out.logits.float() if logits else None
+
+    def forward_packed(self, segments: Sequence[Segment], logits: bool = True) -> Tensor | None:
+        """One forward per segment: transformers' caches do not pack."""
+        outs = [self.forward(s.tokens[None], s.start, s.cache, s.mask, logits) for s in segments]
+        return torch.cat([o[0] for o in outs]) if logits else None

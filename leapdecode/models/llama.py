@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from torch import Tensor
 from leapdecode.errors import ModelLoadError
 from leapdecode.kernels import fused_kernels
 from leapdecode.kv import KVCache
+from leapdecode.models.base import Segment
 from leapdecode.models.attention import (
     ATTENTION_BUCKET,
     attend_grouped,
@@ -66,6 +67,17 @@ def _uses_sliding_window(cfg: dict[str, Any]) -> bool:
     return bool(window and enabled and window < cfg.get("max_position_embeddings", 0))
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentView:
+    """What every layer needs of a segment, worked out once per forward."""
+
+    seg: Segment
+    T: int
+    cos: Tensor  # [T, D]
+    sin: Tensor  # [T, D]
+    rows: Any  # which cache slots each row sees (see LlamaModel._visible)
+
+
 class LlamaLayer:
     """One decoder block's weights, with q/k/v and gate/up fused into one matmul each."""
 
@@ -103,21 +115,32 @@ class LlamaModel:
         # Reduced precisions keep K/V in float32: attention reads them without a conversion per layer.
         return KVCache(s.layers, s.kv_heads, _round_up(max_len, ATTENTION_BUCKET), s.head_dim, torch.float32)
 
-    @torch.inference_mode()
     def forward(self, tokens: Tensor, start: int, cache: KVCache, mask: Tensor | None = None,
                 logits: bool = True, positions: Tensor | None = None) -> Tensor | None:
         """tokens [1, T] -> logits [1, T, V] float32. positions [T] default start..start+T (trees differ)."""
-        T = tokens.shape[1]
-        pos = positions if positions is not None else torch.arange(start, start + T)
-        rows = self._visible(start, T, pos, mask)
-        cos, sin = self.cos[pos], self.sin[pos]  # [T, D]
-        x = F.embedding(tokens[0], self.embed).float()  # [T, dim]: the residual stream stays float32
+        out = self.forward_packed([Segment(tokens[0], start, cache, mask, positions)], logits)
+        return None if out is None else out[None]
+
+    @torch.inference_mode()
+    def forward_packed(self, segments: Sequence[Segment], logits: bool = True) -> Tensor | None:
+        """Several sequences' new tokens in one pass -> logits [sum T, V] float32, rows in segment order.
+
+        Every linear runs once over all rows, so the weights are read once for the whole batch; attention
+        runs per sequence against its own cache. Each row's numbers are the ones it gets alone."""
+        views = [self._view(seg) for seg in segments]
+        tokens = torch.cat([seg.tokens for seg in segments]) if len(segments) > 1 else segments[0].tokens
+        x = F.embedding(tokens, self.embed).float()  # [R, dim]: the residual stream stays float32
         h = self._add_norm(x, None, self.layers[0].norm_attn)
         for i, layer in enumerate(self.layers):
-            h = self._add_norm(x, self._attention(layer, h, cos, sin, cache, i, start, rows), layer.norm_mlp)
+            h = self._add_norm(x, self._attention(layer, h, i, views), layer.norm_mlp)
             after = self.layers[i + 1].norm_attn if i + 1 < len(self.layers) else self.norm
             h = self._add_norm(x, layer.down(self._act(layer.gate_up(h))), after)
-        return self.lm_head(h).float()[None] if logits else None
+        return self.lm_head(h).float() if logits else None
+
+    def _view(self, seg: Segment) -> SegmentView:
+        T = seg.tokens.shape[0]
+        pos = seg.positions if seg.positions is not None else torch.arange(seg.start, seg.start + T)
+        return SegmentView(seg, T, self.cos[pos], self.sin[pos], self._visible(seg.start, T, pos, seg.mask))
 
     def _add_norm(self, x: Tensor, delta: Tensor | None, weight: Tensor) -> Tensor:
         """x += delta in place (the residual add), then RMSNorm in float32, in the compute dtype."""
@@ -142,23 +165,32 @@ class LlamaModel:
             mask = torch.arange(start + T)[None, :] <= pos[:, None]  # causal over the cache
         return mask
 
-    def _attention(self, layer: LlamaLayer, h: Tensor, cos: Tensor, sin: Tensor, cache: KVCache,
-                   i: int, start: int, rows: Any) -> Tensor:
-        s, (T, _), B = self.shape, h.shape, 1
+    def _attention(self, layer: LlamaLayer, h: Tensor, i: int, views: list[SegmentView]) -> Tensor:
+        """h [R, dim] -> the attention block's output [R, dim], each segment against its own cache."""
+        qkv, row, outs = layer.qkv(h), 0, []
+        for v in views:
+            outs.append(self._attend(qkv[row : row + v.T], v, i))
+            row += v.T
+        return layer.o(outs[0] if len(outs) == 1 else torch.cat(outs))
+
+    def _attend(self, qkv: Tensor, v: SegmentView, i: int) -> Tensor:
+        """qkv [T, (H+2Hkv)*D] of one segment -> attention output [T, H*D] in the compute dtype."""
+        s, T, cache, start = self.shape, v.T, v.seg.cache, v.seg.start
         if self.fused is not None:  # rope, cache write and the grouped q layout in one call
-            q = self.fused.rope_store(layer.qkv(h), cos, sin, cache.layer_k[i], cache.layer_v[i], start,
+            q = self.fused.rope_store(qkv, v.cos, v.sin, cache.layer_k[i], cache.layer_v[i], start,
                                       s.heads, s.kv_heads)
         else:
-            qkv = layer.qkv(h).view(B, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [B, H+2Hkv, T, D]
-            qk = _rope(qkv[:, : s.heads + s.kv_heads], cos, sin)  # q and k rotated in one go: fewer small ops
-            q, k, v = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
-            keys, values = cache.write(i, start, k, v)  # [B, Hkv, start+T, D]
+            qkv = qkv.view(1, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [1, H+2Hkv, T, D]
+            qk = _rope(qkv[:, : s.heads + s.kv_heads], v.cos, v.sin)  # q and k rotated in one go
+            q, k, val = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
+            keys, values = cache.write(i, start, k, val)  # [1, Hkv, start+T, D]
             if self.dtype == torch.float32:  # PyTorch's SDPA: bit-equal to transformers
-                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=rows, enable_gqa=s.heads != s.kv_heads)
-                return layer.o(o.transpose(1, 2).reshape(T, self._q))
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=v.rows,
+                                                   enable_gqa=s.heads != s.kv_heads)
+                return o.transpose(1, 2).reshape(T, self._q)
             q = q.reshape(s.kv_heads, -1, s.head_dim).float()  # [Hkv, g*T, D], the layout rope_store writes
-        o = attend_grouped(q, cache.layer_k[i], cache.layer_v[i], rows)  # [T, H*D] float32, row-invariant
-        return layer.o(o.to(self.dtype))
+        o = attend_grouped(q, cache.layer_k[i], cache.layer_v[i], v.rows)  # [T, H*D] float32, row-invariant
+        return o.to(self.dtype)
 
 
 def _rope_tables(shape: LlamaShape, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

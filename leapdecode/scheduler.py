@@ -1,0 +1,206 @@
+"""Many requests at once: admit between steps, draft per request, verify every draft in one forward.
+
+Each request keeps its own engine (tokens, KV cache, drafter, RNG, draft length), so its output is what it
+would be alone; the scheduler only decides who runs, how much of each draft is verified, and packs every
+running request's rows into one target forward (ragged drafts packed, attention per request).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from leapdecode.api import Run
+from leapdecode.draft_planner import Acceptance, plan_drafts
+from leapdecode.errors import InvalidRequest, LeapError
+from leapdecode.step_cost import StepCost
+from leapdecode.types import Draft, GenerationResult
+
+
+class QueueFull(LeapError):
+    """More requests are waiting than the server is configured to hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_batch: int = 16  # requests decoding together
+    max_queue: int = 64  # requests waiting to be admitted
+    adaptive: bool = True  # trim drafts by measured step cost (speculation backs off under load)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_queue < 0:
+            raise InvalidRequest(f"need max_batch >= 1 and max_queue >= 0, got {self.max_batch}, {self.max_queue}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What one step did for one request, sent to whoever submitted it."""
+
+    text: str = ""  # new text, safe to stream
+    tokens: int = 0  # tokens taken this step
+    drafted: int = 0  # draft tokens verified this step
+    accepted: int = 0  # of which accepted
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error" on the last event
+    result: GenerationResult | None = None  # on the last event unless it failed
+    error: str | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One submitted request, from queue to retirement."""
+
+    run: Run
+    emit: Callable[[Event], None]
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    cancelled: bool = False
+    draft: Draft | None = None  # this step's verified draft
+
+
+class Scheduler:
+    """Owns the decode thread. submit() and cancel() may be called from any thread."""
+
+    def __init__(self, network: object, config: SchedulerConfig = SchedulerConfig()) -> None:
+        self.network, self.config = network, config
+        self.cost = StepCost()
+        self._queue: deque[Ticket] = deque()
+        self._running: list[Ticket] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._halt = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self._running)
+
+    def submit(self, run: Run, emit: Callable[[Event], None]) -> Ticket:
+        with self._wake:
+            if self._stopping:
+                raise QueueFull("the server is shutting down")
+            if len(self._queue) >= self.config.max_queue:
+                raise QueueFull(f"{len(self._queue)} requests are already waiting; try again shortly")
+            ticket = Ticket(run, emit)
+            self._queue.append(ticket)
+            self._wake.notify()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Stop a request at the next step boundary and free its cache (a client went away)."""
+        ticket.cancelled = True
+        with self._wake:
+            self._wake.notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="leapdecode-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new work, let running requests finish for up to timeout seconds, cancel the rest."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        deadline = time.monotonic() + timeout
+        while (self._running or self._queue) and time.monotonic() < deadline and self._alive():
+            time.sleep(0.05)
+        for t in list(self._queue) + list(self._running):
+            t.cancelled = True
+        self._halt = True
+        if self._thread is not None:
+            with self._wake:
+                self._wake.notify()
+            self._thread.join(timeout=10)
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._halt:
+            self._admit()
+            self._retire()
+            if not self._running:
+                with self._wake:
+                    if not self._queue and not self._halt:
+                        self._wake.wait(timeout=0.5)
+                continue
+            self.step()
+
+    def step(self) -> None:
+        """One batched step for every running request: propose, plan, forward, settle."""
+        self._propose()
+        self._plan()
+        logits = self._forward()
+        if logits is not None:
+            self._settle(logits)
+
+    def _admit(self) -> None:
+        while len(self._running) < self.config.max_batch:
+            with self._wake:
+                if not self._queue:
+                    return
+                ticket = self._queue.popleft()
+            if ticket.cancelled:
+                ticket.emit(Event(finish_reason="cancelled"))
+                continue
+            try:
+                ticket.run.start()  # builds the drafter and cache, prefills the prompt
+            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the others
+                ticket.emit(Event(finish_reason="error", error=str(exc)))
+                continue
+            self._running.append(ticket)
+
+    def _propose(self) -> None:
+        for t in self._running:
+            t.draft = t.run.engine.propose(t.run.budget())
+
+    def _plan(self) -> None:
+        if not self.config.adaptive:
+            return
+        keep = plan_drafts([len(t.draft) for t in self._running], [t.acceptance.alpha for t in self._running],
+                           self.cost)
+        for t, n in zip(self._running, keep):
+            t.draft = t.draft.prefix(n)
+
+    def _forward(self):
+        segments = [t.run.engine.segment(t.draft) for t in self._running]
+        start = time.perf_counter()
+        try:
+            logits = self.network.forward_packed(segments)  # [sum T, V]
+        except Exception as exc:  # noqa: BLE001 - fail this batch's requests, keep serving
+            for t in self._running:
+                t.emit(Event(finish_reason="error", error=f"forward failed: {exc}"))
+            self._running.clear()
+            return None
+        self.cost.observe(sum(s.tokens.shape[0] for s in segments), time.perf_counter() - start)
+        return logits
+
+    def _settle(self, logits) -> None:
+        row = 0
+        for t in self._running:
+            k = len(t.draft)
+            before = len(t.run.finisher.ids)
+            tokens = t.run.engine.settle(t.draft, logits[row : row + k + 1])
+            row += k + 1
+            accepted = len(tokens) - 1
+            t.acceptance.update(k, accepted)
+            t.run.push(tokens)
+            t.emit(Event(text=t.run.finisher.delta(), tokens=len(t.run.finisher.ids) - before, drafted=k,
+                         accepted=accepted))
+
+    def _retire(self) -> None:
+        still = []
+        for t in self._running:
+            if t.cancelled:
+                t.emit(Event(finish_reason="cancelled"))
+            elif t.run.done:
+                t.emit(Event(text=t.run.finisher.delta(), finish_reason=t.run.finisher.reason,
+                             result=t.run.result()))
+            else:
+                still.append(t)
+        self._running = still  # a retired request's engine, and with it its KV cache, is dropped here
