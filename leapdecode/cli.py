@@ -56,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(b)
     b.set_defaults(run=_bench)
+    s = sub.add_parser("serve", help="an OpenAI-compatible server that batches and speculates")
+    _model_arguments(s)
+    s.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
+                   help="default drafting method (a request may name another; 'none' turns speculation off)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--served-model-name", help="the model id clients send (default: --model)")
+    s.add_argument("--max-batch", type=int, default=16, help="requests decoding together")
+    s.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond this answers 429")
+    s.add_argument("--fixed-drafts", action="store_true",
+                   help="verify every draft whole instead of trimming drafts by measured step cost under load")
+    s.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds to finish running requests on SIGTERM")
+    s.set_defaults(run=_serve)
     m = sub.add_parser("models", help="list the models known by name and where they are cached")
     m.set_defaults(run=_models)
     return p
@@ -137,6 +150,16 @@ def _bench(args: argparse.Namespace) -> int:
     from leapdecode.bench import bench_config_from_args, run_bench
 
     run_bench(bench_config_from_args(args))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from leapdecode.server import ServerConfig, serve
+
+    config = ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
+                          served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
+                          adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace)
+    serve(config, host=args.host, port=args.port)
     return 0
 
 

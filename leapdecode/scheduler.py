@@ -13,9 +13,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from torch import Tensor
+
 from leapdecode.api import Run
 from leapdecode.draft_planner import Acceptance, plan_drafts
-from leapdecode.errors import InvalidRequest, LeapError
+from leapdecode.errors import InvalidRequest, LeapError, one_line
 from leapdecode.step_cost import StepCost
 from leapdecode.types import Draft, GenerationResult
 
@@ -62,8 +64,10 @@ class Ticket:
 class Scheduler:
     """Owns the decode thread. submit() and cancel() may be called from any thread."""
 
-    def __init__(self, network: object, config: SchedulerConfig = SchedulerConfig()) -> None:
+    def __init__(self, network: object, config: SchedulerConfig = SchedulerConfig(),
+                 on_step: Callable[[int, int, float], None] | None = None) -> None:
         self.network, self.config = network, config
+        self.on_step = on_step  # (requests, rows, seconds) after each batched forward, for metrics
         self.cost = StepCost()
         self._queue: deque[Ticket] = deque()
         self._running: list[Ticket] = []
@@ -129,15 +133,19 @@ class Scheduler:
                     if not self._queue and not self._halt:
                         self._wake.wait(timeout=0.5)
                 continue
-            self.step()
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 - fail this batch's requests, keep serving the next
+                for t in self._running:
+                    _send(t, Event(finish_reason="error", error=f"decoding failed: {one_line(exc)}"))
+                self._running.clear()
 
     def step(self) -> None:
         """One batched step for every running request: propose, plan, forward, settle."""
         self._propose()
         self._plan()
         logits = self._forward()
-        if logits is not None:
-            self._settle(logits)
+        self._settle(logits)
 
     def _admit(self) -> None:
         while len(self._running) < self.config.max_batch:
@@ -146,12 +154,12 @@ class Scheduler:
                     return
                 ticket = self._queue.popleft()
             if ticket.cancelled:
-                ticket.emit(Event(finish_reason="cancelled"))
+                _send(ticket, Event(finish_reason="cancelled"))
                 continue
             try:
                 ticket.run.start()  # builds the drafter and cache, prefills the prompt
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the others
-                ticket.emit(Event(finish_reason="error", error=str(exc)))
+                _send(ticket, Event(finish_reason="error", error=str(exc)))
                 continue
             self._running.append(ticket)
 
@@ -167,20 +175,17 @@ class Scheduler:
         for t, n in zip(self._running, keep):
             t.draft = t.draft.prefix(n)
 
-    def _forward(self):
+    def _forward(self) -> Tensor:
         segments = [t.run.engine.segment(t.draft) for t in self._running]
         start = time.perf_counter()
-        try:
-            logits = self.network.forward_packed(segments)  # [sum T, V]
-        except Exception as exc:  # noqa: BLE001 - fail this batch's requests, keep serving
-            for t in self._running:
-                t.emit(Event(finish_reason="error", error=f"forward failed: {exc}"))
-            self._running.clear()
-            return None
-        self.cost.observe(sum(s.tokens.shape[0] for s in segments), time.perf_counter() - start)
+        logits = self.network.forward_packed(segments)  # [sum T, V]
+        rows, seconds = sum(s.tokens.shape[0] for s in segments), time.perf_counter() - start
+        self.cost.observe(rows, seconds)
+        if self.on_step is not None:
+            self.on_step(len(segments), rows, seconds)
         return logits
 
-    def _settle(self, logits) -> None:
+    def _settle(self, logits: Tensor) -> None:  # logits [sum T, V]
         row = 0
         for t in self._running:
             k = len(t.draft)
@@ -190,17 +195,25 @@ class Scheduler:
             accepted = len(tokens) - 1
             t.acceptance.update(k, accepted)
             t.run.push(tokens)
-            t.emit(Event(text=t.run.finisher.delta(), tokens=len(t.run.finisher.ids) - before, drafted=k,
-                         accepted=accepted))
+            _send(t, Event(text=t.run.finisher.delta(), tokens=len(t.run.finisher.ids) - before, drafted=k,
+                           accepted=accepted))
 
     def _retire(self) -> None:
         still = []
         for t in self._running:
             if t.cancelled:
-                t.emit(Event(finish_reason="cancelled"))
+                _send(t, Event(finish_reason="cancelled"))
             elif t.run.done:
-                t.emit(Event(text=t.run.finisher.delta(), finish_reason=t.run.finisher.reason,
+                _send(t, Event(text=t.run.finisher.delta(), finish_reason=t.run.finisher.reason,
                              result=t.run.result()))
             else:
                 still.append(t)
         self._running = still  # a retired request's engine, and with it its KV cache, is dropped here
+
+
+def _send(ticket: Ticket, event: Event) -> None:
+    """Deliver an event; a receiver that is gone (its event loop closed) cancels the request instead."""
+    try:
+        ticket.emit(event)
+    except Exception:  # noqa: BLE001 - the decode thread must outlive any one receiver
+        ticket.cancelled = True

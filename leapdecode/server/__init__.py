@@ -1,0 +1,51 @@
+"""leapdecode serve: an OpenAI-compatible server over the batching scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leapdecode.errors import InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    model: str = "smollm2-135m"
+    dtype: str = "auto"
+    method: str = "suffix"  # requests may name another; "none" turns speculation off
+    served_name: str | None = None  # the id clients send as "model" (default: the model argument)
+    threads: int | None = None
+    max_batch: int = 16
+    max_queue: int = 64
+    adaptive: bool = True  # back speculation off under load, by measured step cost
+    shutdown_grace: float = 30.0  # seconds running requests get to finish on SIGTERM
+
+    def __post_init__(self) -> None:
+        from leapdecode.drafters import DRAFTER_METHODS
+
+        if self.method not in DRAFTER_METHODS:
+            raise InvalidRequest(f"unknown method {self.method!r}; known: {', '.join(DRAFTER_METHODS)}")
+        if self.shutdown_grace < 0:
+            raise InvalidRequest("shutdown_grace must be >= 0")
+
+
+def build_app(config: ServerConfig):
+    """Load the model and wire LLM -> Scheduler -> Service -> FastAPI app (the scheduler starts with the app)."""
+    from leapdecode.api import LLM
+    from leapdecode.scheduler import Scheduler, SchedulerConfig
+    from leapdecode.server.app import create_app
+    from leapdecode.server.service import Service
+
+    llm = LLM(config.model, dtype=config.dtype, threads=config.threads)
+    scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive))
+    service = Service(llm, scheduler, config.served_name or config.model, config.method)
+    return create_app(service, config.shutdown_grace)
+
+
+def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    import uvicorn
+
+    app = build_app(config)
+    print(f"leapdecode: serving {config.served_name or config.model} at http://{host}:{port}/v1 "
+          f"(method {config.method}, batch up to {config.max_batch})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                timeout_graceful_shutdown=int(config.shutdown_grace) or None)

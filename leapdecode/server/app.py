@@ -1,0 +1,187 @@
+"""OpenAI-compatible HTTP endpoints over a Service: chat and text completions (streamed as Server-Sent
+Events or whole), the model list, health and Prometheus metrics. Errors come back in OpenAI's JSON shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from leapdecode.api import Run
+from leapdecode.errors import LeapError
+from leapdecode.scheduler import QueueFull
+from leapdecode.server.protocol import ChatRequest, CompletionRequest
+from leapdecode.server.service import Service, Subscription, UnknownModel
+
+
+def create_app(service: Service, shutdown_grace: float = 30.0) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.scheduler.start()
+        yield
+        await asyncio.to_thread(service.scheduler.stop, shutdown_grace)
+
+    app = FastAPI(title="leapdecode", lifespan=lifespan)
+    _error_handlers(app, service)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.model_id, "running": service.scheduler.batch_size,
+                "waiting": service.scheduler.queue_depth}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": service.model_id, "object": "model", "created": 0,
+                                            "owned_by": "leapdecode"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request) -> Response:
+        return await _complete(service, body, request, _ChatShape(service.model_id))
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await _complete(service, body, request, _TextShape(service.model_id))
+
+    return app
+
+
+def _error_handlers(app: FastAPI, service: Service) -> None:
+    def reject(request: Request, status: int, message: str, kind: str, code: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+        service.metrics.requests.labels(request.url.path, "rejected" if status == 429 else "invalid").inc()
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return reject(request, 400, _validation_message(exc), "invalid_request_error")
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
+        return reject(request, 404, str(exc), "invalid_request_error", "model_not_found")
+
+    @app.exception_handler(QueueFull)
+    async def full(request: Request, exc: QueueFull) -> JSONResponse:
+        return reject(request, 429, str(exc), "rate_limit_error", "queue_full", {"Retry-After": "1"})
+
+    @app.exception_handler(LeapError)
+    async def bad_request(request: Request, exc: LeapError) -> JSONResponse:
+        return reject(request, 400, str(exc), "invalid_request_error")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        return "the request body is not valid JSON"
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _complete(service: Service, body: ChatRequest | CompletionRequest, request: Request,
+                    shape: _Shape) -> Response:
+    run = service.prepare(body)
+    feed = service.subscribe(run, request.url.path)  # QueueFull -> 429 before any byte is sent
+    if body.stream:
+        return StreamingResponse(_sse(service, run, feed, shape), media_type="text/event-stream")
+    try:
+        return await _whole(service, run, feed, request, shape)
+    finally:
+        feed.close()
+
+
+async def _whole(service: Service, run: Run, feed: Subscription, request: Request, shape: _Shape) -> Response:
+    """Wait for the whole answer; a client that goes away meanwhile cancels the request."""
+    while True:
+        try:
+            ev = await asyncio.wait_for(feed.next(), timeout=0.5)
+        except TimeoutError:
+            if await request.is_disconnected():
+                return Response(status_code=499)
+            continue
+        if ev.finish_reason == "error":
+            return JSONResponse({"error": {"message": ev.error, "type": "server_error", "param": None,
+                                           "code": None}}, status_code=500)
+        if ev.finish_reason:
+            return JSONResponse(shape.whole(run.finisher.text, ev.finish_reason, service.usage(run)))
+
+
+async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape) -> AsyncIterator[str]:
+    try:
+        if opening := shape.opening():
+            yield _data(opening)
+        while True:
+            ev = await feed.next()
+            if ev.finish_reason == "error":
+                yield _data({"error": {"message": ev.error, "type": "server_error", "param": None, "code": None}})
+                break
+            if ev.text:
+                yield _data(shape.chunk(ev.text, None))
+            if ev.finish_reason in ("stop", "length"):
+                yield _data({**shape.chunk("", ev.finish_reason), "usage": service.usage(run)})
+            if ev.finish_reason:
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        feed.close()  # a client that went away lands here too: the request is cancelled
+
+
+def _data(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+class _Shape:
+    """How one endpoint spells its responses."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model, self.created = model_id, int(time.time())
+        self.id = f"{self.prefix}-{uuid.uuid4().hex[:24]}"
+
+    prefix = ""
+
+    def opening(self) -> dict[str, Any] | None:
+        return None
+
+
+class _ChatShape(_Shape):
+    prefix = "chatcmpl"
+
+    def opening(self) -> dict[str, Any] | None:
+        return self.chunk("", None, role=True)
+
+    def whole(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                  "logprobs": None}
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [choice], "usage": usage}
+
+    def chunk(self, text: str, finish: str | None, role: bool = False) -> dict[str, Any]:
+        delta = {"role": "assistant", "content": text} if role else ({"content": text} if text else {})
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+
+class _TextShape(_Shape):
+    prefix = "cmpl"
+
+    def whole(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [choice], "usage": usage}
+
+    def chunk(self, text: str, finish: str | None, role: bool = False) -> dict[str, Any]:
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}

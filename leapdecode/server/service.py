@@ -1,0 +1,134 @@
+"""The bridge between HTTP handlers (asyncio) and the scheduler (its own thread). No torch here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from leapdecode.api import LLM, Run
+from leapdecode.drafters import DRAFTER_METHODS
+from leapdecode.errors import InvalidRequest
+from leapdecode.scheduler import Event, Scheduler
+from leapdecode.server.metrics import Metrics
+from leapdecode.server.protocol import ChatRequest, CompletionRequest
+
+
+class UnknownModel(InvalidRequest):
+    """The request names a model this server does not serve."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A finished request, as the handlers report it."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    usage: dict[str, Any]
+
+
+class Service:
+    def __init__(self, llm: LLM, scheduler: Scheduler, model_id: str, method: str) -> None:
+        self.llm, self.scheduler, self.model_id, self.method = llm, scheduler, model_id, method
+        self.metrics = Metrics(lambda: scheduler.queue_depth, lambda: scheduler.batch_size)
+        scheduler.on_step = self.metrics.forward
+
+    def prepare(self, req: ChatRequest | CompletionRequest) -> Run:
+        """Validate a request against the model and turn it into a Run; raises InvalidRequest/UnknownModel."""
+        if req.model != self.model_id:
+            raise UnknownModel(f"the model {req.model!r} does not exist here; this server serves {self.model_id!r}")
+        if problem := req.unsupported():
+            raise InvalidRequest(problem)
+        ids = self._prompt_ids(req)
+        room = self.llm.network.max_context - len(ids)
+        limit = req.limit() if req.limit() is not None else max(room, 1)  # a full prompt gets the clear error
+        method = req.method or self.method
+        if method not in DRAFTER_METHODS:
+            raise InvalidRequest(f"unknown method {method!r}; known: {', '.join(DRAFTER_METHODS)}")
+        options = dict(method=method, max_new_tokens=limit, temperature=req.temperature,
+                       top_p=req.top_p, seed=req.seed, stop=req.stop_strings())
+        return self.llm.stream(prompt_ids=ids, **options)
+
+    def _prompt_ids(self, req: ChatRequest | CompletionRequest) -> list[int]:
+        if isinstance(req, ChatRequest):
+            return self.llm.encode([m.model_dump(include={"role", "content"}) for m in req.messages])
+        if isinstance(req.prompt, list):
+            if not req.prompt or any(not 0 <= t < self.llm.network.vocab_size for t in req.prompt):
+                raise InvalidRequest("prompt token ids must be a non-empty list of ids within the vocabulary")
+            return list(req.prompt)
+        return self.llm.encode(req.prompt, raw=True)
+
+    def subscribe(self, run: Run, endpoint: str) -> Subscription:
+        """Queue the request (QueueFull when the queue is full) and return its event feed."""
+        return Subscription(self, run, endpoint)
+
+    def usage(self, run: Run) -> dict[str, Any]:
+        """OpenAI's usage block plus this request's own speculative stats."""
+        res = run.result()
+        s = res.stats
+        return {
+            "prompt_tokens": len(run.prompt_ids), "completion_tokens": len(res.token_ids),
+            "total_tokens": len(run.prompt_ids) + len(res.token_ids),
+            "speculation": {"method": run.opts.method, "accepted_per_forward": round(s.mean_accepted, 4),
+                            "target_forwards": s.target_forwards, "drafted": s.drafted, "accepted": s.accepted},
+        }
+
+
+class Subscription:
+    """One request's events as the scheduler produces them. close() before the finish (a client that
+    went away) cancels the request at the next step, which frees its slot and KV cache."""
+
+    def __init__(self, service: Service, run: Run, endpoint: str) -> None:
+        self.service, self.endpoint = service, endpoint
+        loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
+        self.ticket = service.scheduler.submit(run, lambda ev: loop.call_soon_threadsafe(self.queue.put_nowait, ev))
+        service.metrics.prompt_tokens.inc(len(run.prompt_ids))
+        self.clock = _Clock(service.metrics)
+        self.outcome: str | None = None  # set once finished or closed
+
+    async def next(self) -> Event:
+        ev: Event = await self.queue.get()
+        self.clock.tick(ev.tokens)
+        if ev.tokens or ev.drafted:
+            self.service.metrics.step(ev.tokens, ev.drafted, ev.accepted)
+        if ev.finish_reason:
+            self._finish({"stop": "ok", "length": "ok"}.get(ev.finish_reason, ev.finish_reason))
+        return ev
+
+    def close(self) -> None:
+        """Idempotent; synchronous so that it runs even inside a cancelled task's cleanup."""
+        if self.outcome is None:
+            self.service.scheduler.cancel(self.ticket)
+            self._finish("cancelled")
+
+    def _finish(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.service.metrics.requests.labels(self.endpoint, outcome).inc()
+        self.service.metrics.latency.observe(self.clock.elapsed())
+
+
+class _Clock:
+    """Time to first token and inter-token latency of one request."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics, self.start = metrics, time.perf_counter()
+        self.last: float | None = None
+
+    def tick(self, tokens: int) -> None:
+        if not tokens:
+            return
+        now = time.perf_counter()
+        if self.last is None:
+            self.metrics.ttft.observe(now - self.start)
+            tokens -= 1  # the rest arrived with it
+            gap = 0.0
+        else:
+            gap = (now - self.last) / tokens
+        for _ in range(tokens):
+            self.metrics.itl.observe(gap)
+        self.last = now
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
