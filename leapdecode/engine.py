@@ -10,7 +10,7 @@ from torch import Tensor
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
 from leapdecode.models.base import Segment
-from leapdecode.sampling import target_probs
+from leapdecode.sampling import PositionRng, target_probs
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import verify_greedy, verify_sampling
 
@@ -24,8 +24,7 @@ class Engine:
         self.tokens = list(prompt_ids)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids))
         self.cache = model.new_cache(capacity)
-        self.gen = torch.Generator()
-        self.gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
+        self.rng = PositionRng(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
         self.stats = GenerationStats()
         self._prefill()
 
@@ -65,7 +64,8 @@ class Engine:
     def _verify(self, draft: Draft, logits: Tensor) -> Verdict:
         if self.params.greedy:
             return verify_greedy(draft, logits)
-        return verify_sampling(draft, target_probs(logits, self.params), self.gen)
+        gens = [self.rng.at(len(self.tokens) + i) for i in range(len(draft) + 1)]  # the positions verified
+        return verify_sampling(draft, target_probs(logits, self.params), gens)
 
     def _accept(self, draft: Draft, verdict: Verdict) -> None:
         # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.

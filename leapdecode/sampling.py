@@ -31,3 +31,16 @@ def _top_p(scaled: Tensor, top_p: float) -> Tensor:
 def sample(probs: Tensor, gen: torch.Generator) -> Tensor:
     """probs [T, V] -> tokens [T]."""
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class PositionRng:
+    """Randomness keyed by output position: the draw for the token at position n comes from its own
+    generator seeded by (seed, n). A seeded request then samples the same text whatever was drafted and
+    however its steps were batched, because with a deterministic drafter verification is "sample the
+    target's token at each position, keep drafts while they equal it" (see verify_sampling)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def at(self, position: int) -> torch.Generator:
+        return torch.Generator().manual_seed(hash((self.seed, position)) & (2**63 - 1))

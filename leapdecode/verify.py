@@ -6,6 +6,8 @@ full acceptance. p is the target's distribution, q the drafter's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -23,32 +25,41 @@ def verify_greedy(draft: Draft, logits: Tensor) -> Verdict:
     return Verdict(accepted=accepted, tokens=drafted[:accepted] + [target[accepted]])
 
 
-def verify_sampling(draft: Draft, p: Tensor, gen: torch.Generator) -> Verdict:
-    """Speculative sampling: accept x_i with min(1, p(x_i) / q(x_i)); on rejection draw from (p - q)+.
-
-    draft [k] (probs [k, V] or None for a deterministic drafter, i.e. q one-hot), p [k+1, V].
-    The output is distributed exactly as sampling from p token by token.
-    """
+def verify_sampling(draft: Draft, p: Tensor, gens: Sequence[torch.Generator]) -> Verdict:
+    """Speculative sampling. draft [k] (probs [k, V], or None for a deterministic drafter), p [k+1, V],
+    gens: one generator per row (row i's randomness is its own; the same one k+1 times is fine too).
+    The output is distributed exactly as sampling from p token by token."""
+    if draft.probs is None:
+        return _verify_deterministic(draft, p, gens)
     k = len(draft)
     idx = torch.arange(k)
-    p_x = p[idx, draft.tokens]  # [k]
-    q_x = draft.probs[idx, draft.tokens] if draft.probs is not None else torch.ones(k)
-    u = torch.rand(k, generator=gen)
-    rejected = (u * q_x >= p_x).tolist()  # u < p/q, without dividing by a zero q
+    p_x, q_x = p[idx, draft.tokens], draft.probs[idx, draft.tokens]  # [k], [k]
+    u = torch.stack([torch.rand((), generator=g) for g in gens[:k]]) if k else torch.empty(0)
+    rejected = (u * q_x >= p_x).tolist()  # accept x_i with min(1, p/q): u < p/q, without dividing by q
     accepted = rejected.index(True) if True in rejected else k
     kept = draft.tokens[:accepted].tolist()
     if accepted == k:
-        return Verdict(accepted=k, tokens=kept + [int(sample(p[k : k + 1], gen))])  # bonus
-    return Verdict(accepted=accepted, tokens=kept + [_recover(draft, p, accepted, gen)])
+        return Verdict(accepted=k, tokens=kept + [int(sample(p[k : k + 1], gens[k]))])  # bonus
+    return Verdict(accepted=accepted, tokens=kept + [_recover(draft, p, accepted, gens[accepted])])
+
+
+def _verify_deterministic(draft: Draft, p: Tensor, gens: Sequence[torch.Generator]) -> Verdict:
+    """q is one-hot, so min(1, p/q) accepts x_i with probability p(x_i), and the residual (p - q)+ is p
+    without x_i. Drawing the target's own token t_i ~ p_i and accepting while t_i == x_i does exactly
+    that, and every emitted token is then a plain draw from p: with per-position randomness the text is
+    the one plain sampling gives, whatever was drafted."""
+    drafted = draft.tokens.tolist()
+    out: list[int] = []
+    for i in range(len(drafted) + 1):
+        out.append(int(sample(p[i : i + 1], gens[i])))
+        if i == len(drafted) or out[-1] != drafted[i]:
+            return Verdict(accepted=i, tokens=out)
+    raise AssertionError("unreachable")
 
 
 def _recover(draft: Draft, p: Tensor, i: int, gen: torch.Generator) -> int:
     """The recovered token after rejecting draft i: a draw from the normalised residual (p - q)+."""
-    if draft.probs is None:
-        residual = p[i].clone()
-        residual[draft.tokens[i]] = 0.0  # q is one-hot on the drafted token
-    else:
-        residual = (p[i] - draft.probs[i]).clamp_min(0.0)
+    residual = (p[i] - draft.probs[i]).clamp_min(0.0)
     total = residual.sum()
     if total <= 0:  # p == q up to rounding: any draw from p is exact
         residual, total = p[i], p[i].sum()
