@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="verify every draft whole instead of trimming drafts by measured step cost under load")
     s.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds to finish running requests on SIGTERM")
     s.set_defaults(run=_serve)
+    bs = sub.add_parser("bench-serve", help="load-test a server: throughput and latency per concurrency, "
+                                            "speculation on and off")
+    from leapdecode.bench.serve_bench import add_bench_serve_arguments
+
+    add_bench_serve_arguments(bs)
+    bs.set_defaults(run=_bench_serve)
     m = sub.add_parser("models", help="list the models known by name and where they are cached")
     m.set_defaults(run=_models)
     return p
@@ -160,6 +166,13 @@ def _serve(args: argparse.Namespace) -> int:
                           served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                           adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace)
     serve(config, host=args.host, port=args.port)
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from leapdecode.bench.serve_bench import run_bench_serve
+
+    run_bench_serve(args)
     return 0
 
 
