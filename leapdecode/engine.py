@@ -9,7 +9,7 @@ from torch import Tensor
 
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
-from leapdecode.sampling import target_probs
+from leapdecode.sampling import seeded_generator, target_probs
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import verify_greedy, verify_sampling
 
@@ -18,13 +18,12 @@ class Engine:
     """Owns one sequence's tokens, KV cache, RNG and draft length. The drafter is opaque to it."""
 
     def __init__(self, model: Any, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
-                 draft_length: DraftLength, capacity: int) -> None:
+                 draft_length: DraftLength, capacity: int, *, gen: torch.Generator | None = None) -> None:
         self.model, self.drafter, self.params, self.draft_length = model, drafter, params, draft_length
         self.tokens = list(prompt_ids)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids))
         self.cache = model.new_cache(capacity)
-        self.gen = torch.Generator()
-        self.gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
+        self.gen = gen if gen is not None else seeded_generator(params.seed)  # shared with a sampling drafter
         self.stats = GenerationStats()
         self._prefill()
 

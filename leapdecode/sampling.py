@@ -31,3 +31,10 @@ def _top_p(scaled: Tensor, top_p: float) -> Tensor:
 def sample(probs: Tensor, gen: torch.Generator) -> Tensor:
     """probs [T, V] -> tokens [T]."""
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A request's generator: seeded for reproducible runs, else from torch's global generator."""
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+    return gen
