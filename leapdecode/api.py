@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from leapdecode.draft_length import DraftLength
-from leapdecode.drafters import RequestResources, make_drafter
+from leapdecode.drafters import make_drafter
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.draft_models import DraftModels
@@ -57,6 +57,8 @@ class LLM:
         self.dtype: torch.dtype = getattr(self.network, "dtype", torch.float32)
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
         self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
+        # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
+        self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load}
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
@@ -130,9 +132,8 @@ class Run:
         capacity = min(len(self.prompt_ids) + opts.max_new_tokens + opts.max_draft_length + 1,
                        llm.network.max_context)
         gen = seeded_generator(opts.sampling.seed)  # one stream for drafting and verifying: seeded runs repeat
-        resources = RequestResources(params=opts.sampling, gen=gen, capacity=capacity, vocab=llm.network.vocab_size,
-                                     tokenizer=llm.tokenizer, load_model=llm.drafts.load)
-        drafter = make_drafter(opts.method, resources, **opts.drafter_options)
+        request = {"params": opts.sampling, "gen": gen, "capacity": capacity, "vocab": llm.network.vocab_size}
+        drafter = make_drafter(opts.method, llm.drafter_resources | request, **opts.drafter_options)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
         return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity, gen=gen)
 

@@ -142,9 +142,11 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold")  # options the plain comparison run does not take
+
+
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
-    drafter_only = ("corpus_path", "draft_model", "draft_threshold")
-    plain_opts = {k: v for k, v in options.items() if k not in drafter_only} | {"method": "none"}
+    plain_opts = {k: v for k, v in options.items() if k not in DRAFTER_ONLY} | {"method": "none"}
     plain = llm.generate(prompt_ids=ids, **plain_opts)
     speedup = res.stats.tokens_per_s / plain.stats.tokens_per_s if plain.stats.tokens_per_s else 0.0
     return {"tokens_per_s": round(plain.stats.tokens_per_s, 3), "speedup": round(speedup, 3),

@@ -223,3 +223,29 @@ def test_widths_and_prefixes():
     assert common_prefix([1, 2, 3, 4], [1, 2, 5], 2) == 2
     assert common_prefix([1, 2, 3], [1, 2, 3, 4], 3) == 3
     assert common_prefix([9, 2, 3], [1, 2, 3], 3) == 0  # a wrong hint is checked, not trusted
+
+
+def test_bench_runs_hf_assist_on_the_baseline_and_passes_the_draft_to_the_engine():
+    from types import SimpleNamespace
+
+    from leapdecode.bench.contenders import build_contenders
+    from leapdecode.bench.record import Generation
+
+    calls = []
+
+    class Baseline:
+        def generate(self, ids, max_new_tokens, prompt_lookup=False, assisted=False):
+            calls.append(("hf", prompt_lookup, assisted))
+            return Generation([1], 1.0, None)
+
+    class Engine:
+        def generate(self, prompt_ids, **options):
+            calls.append(("engine", options["method"], options.get("draft_model")))
+            stats = SimpleNamespace(mean_accepted=1.0, as_dict=dict)
+            return SimpleNamespace(token_ids=[1], stats=stats, finish_reason="length")
+
+    contenders = build_contenders(Engine(), Baseline(), ("hf", "hf-assist", "none", "draft"), 4,
+                                  drafter_options={"draft": {"draft_model": "d"}})
+    for generate in contenders.values():
+        generate([5])
+    assert calls == [("hf", False, False), ("hf", False, True), ("engine", "none", None), ("engine", "draft", "d")]

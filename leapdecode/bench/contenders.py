@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from leapdecode.bench.config import DRAFT_MODEL_METHODS, HF_METHODS, LLAMACPP_METHODS
+from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS
 from leapdecode.bench.hf_baseline import HFBaseline
 from leapdecode.bench.llamacpp_baseline import LlamaCppBaseline
 from leapdecode.bench.record import Generation
@@ -20,10 +20,11 @@ def build_contenders(
     methods: tuple[str, ...],
     max_new_tokens: int,
     llamacpp: dict[str, LlamaCppBaseline] | None = None,
-    draft_model: str | None = None,
+    drafter_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, GenerateFn]:
-    """Name -> generate function, in the order given; hf methods need the baseline, llamacpp methods their
-    own llama.cpp instance (keyed by method name), draft (and hf-assist, through the baseline) a draft model."""
+    """Name -> generate function, in the order given; hf methods need the baseline (hf-assist its assistant),
+    llamacpp methods their own llama.cpp instance (keyed by method name); engine methods get their
+    drafter_options[method]."""
     contenders: dict[str, GenerateFn] = {}
     for method in methods:
         if method in HF_METHODS:
@@ -33,8 +34,7 @@ def build_contenders(
             assert llamacpp is not None and method in llamacpp, f"{method} needs its llama.cpp instance loaded"
             contenders[method] = _llamacpp(llamacpp[method], max_new_tokens)
         else:
-            options = {"draft_model": draft_model} if method in DRAFT_MODEL_METHODS else {}
-            contenders[method] = _engine(llm, method, max_new_tokens, options)
+            contenders[method] = _engine(llm, method, max_new_tokens, (drafter_options or {}).get(method, {}))
     return contenders
 
 

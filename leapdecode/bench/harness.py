@@ -48,7 +48,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, cfg.draft_model)
+    options = {"draft": {"draft_model": cfg.draft_model}} if cfg.draft_model else {}
+    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
     # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import fields
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from leapdecode.drafters.base import Drafter, NoDrafter, RequestResources
+from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.drafters.suffix import Encoder, SuffixDrafter
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _suffix(
@@ -28,8 +30,9 @@ def _suffix(
 
 def _draft_model(
     draft_model: str, draft_threshold: float = 0.4, *, load_model: Callable[[str], Any], params: SamplingParams,
-    gen: Any, capacity: int, vocab: int
+    gen: torch.Generator, capacity: int, vocab: int
 ) -> DraftModelDrafter:
+    """draft_model: a name or path that load_model turns into a network with the target's tokenizer."""
     cfg = DraftModelConfig(threshold=draft_threshold, capacity=capacity, vocab=vocab)
     return DraftModelDrafter(load_model(draft_model), cfg, params, gen)
 
@@ -38,17 +41,19 @@ _FACTORIES: dict[str, Callable[..., Drafter]] = {
     "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model,
 }
 DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft")
-_RESOURCES = tuple(f.name for f in fields(RequestResources))
 
 
 def required_options(method: str) -> tuple[str, ...]:
-    """The options a method cannot run without (draft: draft_model); the request's resources not counted."""
+    """The options a method cannot run without (draft: draft_model). A factory's keyword-only parameters
+    are resources the caller supplies, not options."""
     params = inspect.signature(_FACTORIES[method]).parameters.values()
-    return tuple(p.name for p in params if p.default is p.empty and p.name not in _RESOURCES)
+    return tuple(p.name for p in params if p.default is p.empty and p.kind != p.KEYWORD_ONLY)
 
 
-def make_drafter(method: str, resources: RequestResources | None = None, **options: Any) -> Drafter:
-    """The drafter `method` names, built from its options plus the resources its factory asks for by name."""
+def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **options: Any) -> Drafter:
+    """options: the request's own, checked against the factory's signature. resources: what the caller
+    holds (tokenizer, load_model, the request's params, gen, capacity, vocab); each goes only to a factory
+    that names it, unless options do."""
     factory = _FACTORIES.get(method)
     if factory is None:
         raise InvalidRequest(f"unknown draft method {method!r}; known methods: {', '.join(DRAFTER_METHODS)}")
@@ -56,7 +61,7 @@ def make_drafter(method: str, resources: RequestResources | None = None, **optio
     if missing:
         raise InvalidRequest(f"draft method {method!r} needs the option(s) {', '.join(missing)}")
     wanted = inspect.signature(factory).parameters
-    given = {n: getattr(resources, n) for n in _RESOURCES if resources is not None and n in wanted and n not in options}
+    given = {k: v for k, v in (resources or {}).items() if k in wanted and k not in options}
     try:  # name a misspelt option here rather than surface a TypeError from deep inside
         inspect.signature(factory).bind(**options, **given)
     except TypeError as e:
@@ -65,6 +70,6 @@ def make_drafter(method: str, resources: RequestResources | None = None, **optio
 
 
 __all__ = [
-    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "NgramDrafter", "NoDrafter", "RequestResources",
-    "SuffixDrafter", "make_drafter", "required_options",
+    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "NgramDrafter", "NoDrafter", "SuffixDrafter",
+    "make_drafter", "required_options",
 ]

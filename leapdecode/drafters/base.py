@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import torch
-
-from leapdecode.types import Draft, SamplingParams, SeqView
+from leapdecode.types import Draft, SeqView
 
 Mark = tuple[int, tuple[int, ...], tuple[int, ...], int]
 
@@ -36,19 +32,6 @@ def continuation(text: list[int], end: int, k: int) -> list[int]:
     for i in range(end + 1, end + 1 + k):
         out.append(text[i] if i < size else out[i - size])
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class RequestResources:
-    """What a request offers its drafter beyond the drafter's own options. A factory takes the fields it
-    needs as keyword arguments of the same names (make_drafter passes only those)."""
-
-    params: SamplingParams  # the request's sampling: a sampling drafter drafts from the same transform
-    gen: torch.Generator  # the request's generator, shared with verification: seeded runs repeat exactly
-    capacity: int  # KV slots the request needs: a drafter's own cache holds no more
-    vocab: int  # the target's logits width: a draft's probs [k, vocab] line up with the target's
-    tokenizer: Any  # the target's tokenizer
-    load_model: Callable[[str], Any]  # name or path -> a network with the target's tokenizer, loaded once
 
 
 class Drafter(Protocol):
