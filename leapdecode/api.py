@@ -14,7 +14,9 @@ from leapdecode.draft_length import DraftLength
 from leapdecode.drafters import make_drafter
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
+from leapdecode.models.draft_models import DraftModels
 from leapdecode.models.loader import load_model
+from leapdecode.sampling import PositionRng
 from leapdecode.stopping import Finisher
 from leapdecode.types import GenerationResult, SamplingParams
 
@@ -54,6 +56,9 @@ class LLM:
         self.precision = loaded.precision  # what dtype="auto" chose; int precisions compute in bfloat16
         self.dtype: torch.dtype = getattr(self.network, "dtype", torch.float32)
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
+        self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
+        # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
+        self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load}
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
@@ -140,13 +145,14 @@ class Run:
         return taken
 
     def _engine(self) -> Engine:
-        opts = self.opts
-        extra = {"tokenizer": self.llm.tokenizer} if "corpus_path" in opts.drafter_options else {}
-        drafter = make_drafter(opts.method, **opts.drafter_options, **extra)
+        opts, llm = self.opts, self.llm
         capacity = min(len(self.prompt_ids) + opts.max_new_tokens + opts.max_draft_length + 1,
-                       self.llm.network.max_context)
+                       llm.network.max_context)
+        rng = PositionRng.for_seed(opts.sampling.seed)  # seeded runs repeat, drafts and all
+        request = {"params": opts.sampling, "gen": rng.drafting(), "capacity": capacity, "vocab": llm.network.vocab_size}
+        drafter = make_drafter(opts.method, llm.drafter_resources | request, **opts.drafter_options)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
-        return Engine(self.llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity)
+        return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity, rng=rng)
 
     def result(self) -> GenerationResult:
         stats = self.engine.stats if self.engine else None

@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
     g.add_argument("--corpus", help="suffix method: also draft from this text file")
+    g.add_argument("--draft-model", help="draft method: a smaller model with the same tokenizer (known name or path)")
+    g.add_argument("--draft-threshold", type=float, default=None,
+                   help="draft method: stop a draft after a token the draft model gives less than this "
+                        "probability (default 0.4; 0: always the full draft length)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
                    help="also decode plainly (method none) and print the speedup and whether the output matches")
@@ -110,6 +114,8 @@ def _generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise LeapError("the prompt is empty")
     llm = LLM(args.model, dtype=args.dtype, threads=args.threads)
+    if args.draft_model:  # loaded (and its tokenizer checked) now, so the timed generation does not pay for it
+        llm.drafts.load(args.draft_model)
     ids = llm.encode(prompt, raw=args.raw)
     if args.json:
         res = llm.generate(prompt_ids=ids, **options)
@@ -141,11 +147,25 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method != "suffix":
             raise LeapError("--corpus goes with --method suffix")
         options["corpus_path"] = args.corpus
+    return options | _draft_model_options(args)
+
+
+def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.method == "draft" and not args.draft_model:
+        raise LeapError("--method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
+    if args.method != "draft" and (args.draft_model or args.draft_threshold is not None):
+        raise LeapError("--draft-model and --draft-threshold go with --method draft")
+    options: dict[str, Any] = {"draft_model": args.draft_model} if args.draft_model else {}
+    if args.draft_threshold is not None:
+        options["draft_threshold"] = args.draft_threshold
     return options
 
 
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold")  # options the plain comparison run does not take
+
+
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
-    plain_opts = {k: v for k, v in options.items() if k != "corpus_path"} | {"method": "none"}
+    plain_opts = {k: v for k, v in options.items() if k not in DRAFTER_ONLY} | {"method": "none"}
     plain = llm.generate(prompt_ids=ids, **plain_opts)
     speedup = res.stats.tokens_per_s / plain.stats.tokens_per_s if plain.stats.tokens_per_s else 0.0
     return {"tokens_per_s": round(plain.stats.tokens_per_s, 3), "speedup": round(speedup, 3),

@@ -19,12 +19,12 @@ class Engine:
     """Owns one sequence's tokens, KV cache, RNG and draft length. The drafter is opaque to it."""
 
     def __init__(self, model: Any, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
-                 draft_length: DraftLength, capacity: int) -> None:
+                 draft_length: DraftLength, capacity: int, *, rng: PositionRng | None = None) -> None:
         self.model, self.drafter, self.params, self.draft_length = model, drafter, params, draft_length
         self.tokens = list(prompt_ids)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids))
         self.cache = model.new_cache(capacity)
-        self.rng = PositionRng(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
+        self.rng = rng if rng is not None else PositionRng.for_seed(params.seed)
         self.stats = GenerationStats()
         self._prefill()
 

@@ -42,5 +42,14 @@ class PositionRng:
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
+    @staticmethod
+    def for_seed(seed: int | None) -> PositionRng:
+        """A request's randomness: its seed, else one drawn from torch's global generator."""
+        return PositionRng(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+
     def at(self, position: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash((self.seed, position)) & (2**63 - 1))
+
+    def drafting(self) -> torch.Generator:
+        """A sampling drafter's own stream, apart from every position's (-1 is no position)."""
+        return torch.Generator().manual_seed(hash((self.seed, -1)) & (2**63 - 1))

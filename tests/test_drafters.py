@@ -276,7 +276,7 @@ def test_suffix_automaton_stays_linear() -> None:
 
 
 def test_make_drafter(tmp_path: Path) -> None:
-    assert DRAFTER_METHODS == ("none", "ngram", "suffix")
+    assert DRAFTER_METHODS == ("none", "ngram", "suffix", "draft")
     assert isinstance(make_drafter("none"), NoDrafter)
     ngram = make_drafter("ngram", max_n=3)
     assert isinstance(ngram, NgramDrafter) and ngram.max_n == 3
@@ -299,6 +299,7 @@ def test_make_drafter(tmp_path: Path) -> None:
         ("ngram", {"max_n": 2, "min_n": 3}, "min_n"),
         ("suffix", {"corpus_path": "x.txt"}, "tokenizer"),
         ("suffix", {"min_match": 0}, "min_match"),
+        ("draft", {}, "needs the option.s. draft_model"),
     ],
 )
 def test_make_drafter_rejects_bad_requests(method: str, options: dict, message: str) -> None:

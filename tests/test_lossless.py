@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from leapdecode.bench.divergence import first_difference, top2_gap
-from leapdecode.drafters import DRAFTER_METHODS
+from leapdecode.drafters import DRAFTER_METHODS, required_options
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
 
 NEAR_TIE = 1e-4
+# Methods that run on their options' defaults; draft needs a draft model (tests/test_draft_model.py).
+STANDALONE = tuple(m for m in DRAFTER_METHODS if not required_options(m))
 
 
-@pytest.mark.parametrize("method", DRAFTER_METHODS)
+@pytest.mark.parametrize("method", STANDALONE)
 def test_greedy_equals_transformers(llm, hf_model, prompt_ids, hf_greedy, method):
     for i, (ids, ref) in enumerate(zip(prompt_ids, hf_greedy)):
         out = llm.generate(prompt_ids=ids, method=method, max_new_tokens=NEW_TOKENS).token_ids
@@ -44,7 +46,7 @@ def test_stop_strings_and_eos_match_plain_decoding(llm, prompt_ids, method):
 
 @pytest.mark.parametrize("max_new", [1, 2, 7])
 def test_max_new_tokens_is_exact(llm, prompt_ids, max_new):
-    for method in DRAFTER_METHODS:
+    for method in STANDALONE:
         res = llm.generate(prompt_ids=prompt_ids[4], method=method, max_new_tokens=max_new)
         assert len(res.token_ids) <= max_new
         assert res.finish_reason == ("length" if len(res.token_ids) == max_new else "stop")

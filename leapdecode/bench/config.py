@@ -10,7 +10,8 @@ from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
 from leapdecode.errors import LeapError
 from leapdecode.models.precision import DTYPE_CHOICES
 
-HF_METHODS = ("hf", "hf-pld")  # transformers generate(): plain greedy, and its prompt-lookup mode
+HF_METHODS = ("hf", "hf-pld", "hf-assist")  # transformers generate(): plain greedy, prompt lookup, assistant model
+DRAFT_MODEL_METHODS = ("draft", "hf-assist")  # the methods that run a second, smaller model: --draft-model
 LLAMACPP_METHODS = ("llamacpp", "llamacpp-pld")  # llama-cpp-python on the GGUF: the same two (optional extra)
 DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
 
@@ -38,6 +39,7 @@ class BenchConfig:
     dtype: str = "auto"
     threads: int = 2
     warmup: int = 1  # prompts run by every method before timing starts, not counted
+    draft_model: str | None = None  # known name or path of the draft for the draft and hf-assist methods
 
     def __post_init__(self) -> None:
         known = HF_METHODS + LLAMACPP_METHODS + engine_methods()
@@ -51,6 +53,9 @@ class BenchConfig:
             raise LeapError(f"limit must be >= 1, got {self.limit}")
         if self.warmup < 0:
             raise LeapError(f"warmup must be >= 0, got {self.warmup}")
+        needing = [m for m in self.methods if m in DRAFT_MODEL_METHODS]
+        if needing and not self.draft_model:
+            raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -67,7 +72,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help="comma list; hf, hf-pld: transformers generate(); llamacpp, llamacpp-pld: llama-cpp-python "
+        help="comma list; hf, hf-pld, hf-assist: transformers generate() (plain, prompt lookup, assistant_model "
+        '= --draft-model); draft: ours with --draft-model; llamacpp, llamacpp-pld: llama-cpp-python '
         '(pip install -e ".[llamacpp]")',
     )
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -76,6 +82,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
+    parser.add_argument("--draft-model", default=None, help="draft and hf-assist: the draft model (name or path)")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -89,4 +96,5 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         dtype=args.dtype,
         threads=args.threads,
         warmup=args.warmup,
+        draft_model=args.draft_model,
     )

@@ -41,13 +41,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     eos_ids = sorted(llm.eos_ids)
     precision = getattr(llm, "precision", cfg.dtype)  # what the engine runs: dtype="auto" resolved
     weights = resolve_checkpoint(cfg.model) if needs_hf else None  # int precisions' dir may hold no floats
-    baseline = HFBaseline(weights, _hf_dtype(precision), eos_ids) if weights is not None else None
+    assistant = resolve_checkpoint(cfg.draft_model) if "hf-assist" in cfg.methods and cfg.draft_model else None
+    baseline = HFBaseline(weights, _hf_dtype(precision), eos_ids, assistant) if weights is not None else None
     llamacpp = {
         m: LlamaCppBaseline(gguf, cfg.threads, eos_ids, prompt_lookup=m == "llamacpp-pld")
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp)
+    options = {"draft": {"draft_model": cfg.draft_model}} if cfg.draft_model else {}
+    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
     # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain

@@ -13,7 +13,7 @@ SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp")  # a speedup_vs_<base> column fo
 # A prompt-lookup mode and the plain greedy of the same runtime: PLD should reproduce its own plain output
 # even where that runtime's numerics differ from hf's.
 # leapdecode's speculative methods must reproduce its own plain decoding (`none`) at every dtype.
-OWN_PLAIN = {"hf-pld": "hf", "llamacpp-pld": "llamacpp"}
+OWN_PLAIN = {"hf-pld": "hf", "hf-assist": "hf", "llamacpp-pld": "llamacpp"}
 OUTSIDE = ("hf", "llamacpp")  # runtimes other than ours: their plain modes have no `none` to match
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leapdecode.drafters.base import Drafter, NoDrafter
+from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.drafters.suffix import Encoder, SuffixDrafter
 from leapdecode.errors import InvalidRequest
+from leapdecode.types import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _suffix(
@@ -23,19 +28,48 @@ def _suffix(
     return SuffixDrafter.from_corpus_file(corpus_path, tokenizer, min_match=min_match)
 
 
-_FACTORIES: dict[str, Callable[..., Drafter]] = {"none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix}
-DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix")
+def _draft_model(
+    draft_model: str, draft_threshold: float = 0.4, *, load_model: Callable[[str], Any], params: SamplingParams,
+    gen: torch.Generator, capacity: int, vocab: int
+) -> DraftModelDrafter:
+    """draft_model: a name or path that load_model turns into a network with the target's tokenizer."""
+    cfg = DraftModelConfig(threshold=draft_threshold, capacity=capacity, vocab=vocab)
+    return DraftModelDrafter(load_model(draft_model), cfg, params, gen)
 
 
-def make_drafter(method: str, **options: Any) -> Drafter:
+_FACTORIES: dict[str, Callable[..., Drafter]] = {
+    "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model,
+}
+DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft")
+
+
+def required_options(method: str) -> tuple[str, ...]:
+    """The options a method cannot run without (draft: draft_model). A factory's keyword-only parameters
+    are resources the caller supplies, not options."""
+    params = inspect.signature(_FACTORIES[method]).parameters.values()
+    return tuple(p.name for p in params if p.default is p.empty and p.kind != p.KEYWORD_ONLY)
+
+
+def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **options: Any) -> Drafter:
+    """options: the request's own, checked against the factory's signature. resources: what the caller
+    holds (tokenizer, load_model, the request's params, gen, capacity, vocab); each goes only to a factory
+    that names it, unless options do."""
     factory = _FACTORIES.get(method)
     if factory is None:
         raise InvalidRequest(f"unknown draft method {method!r}; known methods: {', '.join(DRAFTER_METHODS)}")
+    missing = [name for name in required_options(method) if name not in options]
+    if missing:
+        raise InvalidRequest(f"draft method {method!r} needs the option(s) {', '.join(missing)}")
+    wanted = inspect.signature(factory).parameters
+    given = {k: v for k, v in (resources or {}).items() if k in wanted and k not in options}
     try:  # name a misspelt option here rather than surface a TypeError from deep inside
-        inspect.signature(factory).bind(**options)
+        inspect.signature(factory).bind(**options, **given)
     except TypeError as e:
         raise InvalidRequest(f"bad options for draft method {method!r}: {e}") from e
-    return factory(**options)
+    return factory(**options, **given)
 
 
-__all__ = ["DRAFTER_METHODS", "Drafter", "NgramDrafter", "NoDrafter", "SuffixDrafter", "make_drafter"]
+__all__ = [
+    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "NgramDrafter", "NoDrafter", "SuffixDrafter",
+    "make_drafter", "required_options",
+]
