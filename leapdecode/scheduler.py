@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from leapdecode.api import Run
@@ -74,6 +75,7 @@ class Scheduler:
         self._wake = threading.Condition()
         self._stopping = False
         self._halt = False
+        self._threads = 1
         self._thread: threading.Thread | None = None
 
     @property
@@ -102,6 +104,7 @@ class Scheduler:
             self._wake.notify()
 
     def start(self) -> None:
+        self._threads = torch.get_num_threads()  # as set where the model was loaded
         self._thread = threading.Thread(target=self._loop, name="leapdecode-scheduler", daemon=True)
         self._thread.start()
 
@@ -125,6 +128,13 @@ class Scheduler:
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
+        # Thread-local torch state: this thread does all the compute, with the threads the model was
+        # loaded for, and never records autograd history.
+        torch.set_num_threads(self._threads)
+        with torch.inference_mode():
+            self._serve()
+
+    def _serve(self) -> None:
         while not self._halt:
             self._admit()
             self._retire()

@@ -141,7 +141,7 @@ def test_stochastic_draft_sampling_matches_target(logit_pair, params, draft):
     for _ in range(N):
         proposal = drafter.propose(ctx, 2)
         assert proposal.probs is not None and proposal.probs.shape == (2, p.shape[-1])
-        v = verify_sampling(proposal, p, gen)
+        v = verify_sampling(proposal, p, [gen] * 3)
         first[v.tokens[0]] += 1
         if v.accepted >= 1:
             second[v.tokens[1]] += 1
