@@ -104,3 +104,38 @@ def test_without_fused_kernels_speculation_still_equals_plain(monkeypatch, promp
     for ids in prompt_ids[:3]:
         plain = llm.generate(prompt_ids=ids, method="none", max_new_tokens=32).token_ids
         assert llm.generate(prompt_ids=ids, method="suffix", max_new_tokens=32).token_ids == plain
+
+
+def _packed_inputs(rows: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    H, Hkv, D, S = 9, 3, 64, 256
+    qkv = torch.randn(rows, (H + 2 * Hkv) * D, generator=g).bfloat16()
+    cos, sin = torch.randn(rows, D, generator=g), torch.randn(rows, D, generator=g)
+    caches = [(torch.randn(1, Hkv, S, D, generator=g), torch.randn(1, Hkv, S, D, generator=g)) for _ in range(2)]
+    return qkv, cos, sin, caches, H, Hkv
+
+
+def test_packed_attention_rows_do_not_depend_on_the_batch():
+    """attend_packed (every reduced-precision decode step, one sequence or a server batch): a row's output
+    is bit-equal alone and among other sequences' rows; a causal tree mask equals no mask; and it agrees
+    with the softmax reference."""
+    from leapdecode.kernels import fused_kernels
+    from leapdecode.models.attention import attend_grouped, row_groups
+
+    f, none = fused_kernels(), torch.empty(0, dtype=torch.bool)
+    qkv, cos, sin, caches, H, Hkv = _packed_inputs(7)
+    (k1, v1), (k2, v2) = [(k.clone(), v.clone()) for k, v in caches]
+    both = f.attend_packed(qkv, cos, sin, [k1, k2], [v1, v2], [100, 50], [3, 4], [none, none], H, Hkv)
+    for row in range(3, 7):  # segment 2's rows, computed with only their own segment
+        k, v = caches[1][0].clone(), caches[1][1].clone()
+        alone = f.attend_packed(qkv[3 : row + 1], cos[3 : row + 1], sin[3 : row + 1], [k], [v], [50],
+                                [row - 2], [none], H, Hkv)
+        assert torch.equal(alone[-1], both[row])
+    causal = torch.arange(103)[None, :] <= torch.arange(100, 103)[:, None]
+    k, v = caches[0][0].clone(), caches[0][1].clone()
+    masked = f.attend_packed(qkv[:3], cos[:3], sin[:3], [k], [v], [100], [3], [causal], H, Hkv)
+    assert torch.equal(masked, both[:3]) and torch.equal(k, k1)
+    k, v = caches[0][0].clone(), caches[0][1].clone()
+    q = f.rope_store(qkv[:3], cos[:3], sin[:3], k, v, 100, H, Hkv)
+    reference = attend_grouped(q, k, v, row_groups(100, 3, None, H // Hkv))
+    assert torch.allclose(reference, both[:3], atol=1e-5)

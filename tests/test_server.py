@@ -211,3 +211,42 @@ def test_metrics_count_tokens_and_acceptance(server):
         assert re.search(rf"^{name} ", text, re.M), name
     assert 0.0 < server.metric("leapdecode_acceptance_rate") <= 1.0
     assert server.metric("leapdecode_completion_tokens_total") > 0
+
+
+def test_sigterm_lets_running_requests_finish(tmp_path):
+    """`leapdecode serve` as users run it: on SIGTERM a streaming request in flight completes, then the
+    process exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "leapdecode.cli", "serve", "--port", str(port), "--threads", "1",
+                             "--shutdown-grace", "60"], env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        lines = []
+        body = {"model": MODEL, "prompt": "The history of Rome", "max_tokens": 64, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if not lines:
+                    proc.send_signal(signal.SIGTERM)  # mid-stream
+                lines.append(line)
+        finals = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+        assert lines[-1] == "data: [DONE]" and finals[-1]["choices"][0]["finish_reason"] == "length"
+        assert finals[-1]["usage"]["completion_tokens"] == 64
+        proc.wait(timeout=60)
+        assert "Shutting down" in proc.stdout.read()
+    finally:
+        proc.kill()

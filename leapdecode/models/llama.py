@@ -24,6 +24,11 @@ from leapdecode.models.linear import make_linear
 from leapdecode.models.precision import activation_dtype
 
 SUPPORTED = ("llama", "qwen2", "mistral")
+# Segments up to this many rows (every decode and verify step) go through the fused attend_packed kernel in
+# reduced precision; longer ones (prompts) through attend_grouped. The choice depends on a segment alone,
+# so a row gets the same numbers whatever it is batched with. Token trees must stay within it.
+PACKED_MAX_ROWS = 64
+_NO_MASK = torch.empty(0, dtype=torch.bool)
 Weights = Mapping[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks
 
 
@@ -76,6 +81,7 @@ class SegmentView:
     cos: Tensor  # [T, D]
     sin: Tensor  # [T, D]
     rows: Any  # which cache slots each row sees (see LlamaModel._visible)
+    packed_mask: Tensor  # [T, start+T] bool for attend_packed; empty = causal
 
 
 class LlamaLayer:
@@ -140,7 +146,8 @@ class LlamaModel:
     def _view(self, seg: Segment) -> SegmentView:
         T = seg.tokens.shape[0]
         pos = seg.positions if seg.positions is not None else torch.arange(seg.start, seg.start + T)
-        return SegmentView(seg, T, self.cos[pos], self.sin[pos], self._visible(seg.start, T, pos, seg.mask))
+        mask = seg.mask.contiguous() if seg.mask is not None else _NO_MASK
+        return SegmentView(seg, T, self.cos[pos], self.sin[pos], self._visible(seg.start, T, pos, seg.mask), mask)
 
     def _add_norm(self, x: Tensor, delta: Tensor | None, weight: Tensor) -> Tensor:
         """x += delta in place (the residual add), then RMSNorm in float32, in the compute dtype."""
@@ -167,11 +174,26 @@ class LlamaModel:
 
     def _attention(self, layer: LlamaLayer, h: Tensor, i: int, views: list[SegmentView]) -> Tensor:
         """h [R, dim] -> the attention block's output [R, dim], each segment against its own cache."""
-        qkv, row, outs = layer.qkv(h), 0, []
-        for v in views:
-            outs.append(self._attend(qkv[row : row + v.T], v, i))
+        qkv = layer.qkv(h)
+        if self.fused is not None and all(v.T <= PACKED_MAX_ROWS for v in views):  # every decode step
+            return layer.o(self._attend_packed(qkv, i, views).to(self.dtype))
+        row, outs = 0, []
+        for v in views:  # prompts: one segment at a time
+            if self.fused is not None and v.T <= PACKED_MAX_ROWS:
+                outs.append(self._attend_packed(qkv[row : row + v.T], i, [v]).to(self.dtype))
+            else:
+                outs.append(self._attend(qkv[row : row + v.T], v, i))
             row += v.T
         return layer.o(outs[0] if len(outs) == 1 else torch.cat(outs))
+
+    def _attend_packed(self, qkv: Tensor, i: int, views: list[SegmentView]) -> Tensor:
+        """qkv [R, (H+2Hkv)*D] of several short segments -> [R, H*D] float32 in one fused call."""
+        s, one = self.shape, len(views) == 1
+        cos = views[0].cos if one else torch.cat([v.cos for v in views])
+        sin = views[0].sin if one else torch.cat([v.sin for v in views])
+        return self.fused.attend_packed(
+            qkv, cos, sin, [v.seg.cache.layer_k[i] for v in views], [v.seg.cache.layer_v[i] for v in views],
+            [v.seg.start for v in views], [v.T for v in views], [v.packed_mask for v in views], s.heads, s.kv_heads)
 
     def _attend(self, qkv: Tensor, v: SegmentView, i: int) -> Tensor:
         """qkv [T, (H+2Hkv)*D] of one segment -> attention output [T, H*D] in the compute dtype."""
