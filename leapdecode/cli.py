@@ -6,10 +6,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leapdecode.errors import LeapError
 from leapdecode.models.precision import DTYPE_CHOICES
+
+if TYPE_CHECKING:
+    from leapdecode.server import ServerConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -61,18 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     add_bench_arguments(b)
     b.set_defaults(run=_bench)
     s = sub.add_parser("serve", help="an OpenAI-compatible server that batches and speculates")
-    _model_arguments(s)
-    s.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
-                   help="default drafting method (a request may name another; 'none' turns speculation off)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--served-model-name", help="the model id clients send (default: --model)")
-    s.add_argument("--max-batch", type=int, default=16, help="requests decoding together")
-    s.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond this answers 429")
-    s.add_argument("--fixed-drafts", action="store_true",
-                   help="verify every draft whole instead of trimming drafts by measured step cost under load")
-    s.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds to finish running requests on SIGTERM")
+    _server_arguments(s)
     s.set_defaults(run=_serve)
+    r = sub.add_parser("serve-replicas", help="the same server, several replicas behind Ray Serve's load balancer "
+                                              "(needs: pip install -e '.[ray]')")
+    _server_arguments(r)
+    r.add_argument("--replicas", type=int, default=2, help="engines, each with its own copy of the model")
+    r.add_argument("--threads-per-replica", type=int, default=None,
+                   help="torch threads in each replica (default: this machine's cores // --replicas)")
+    r.add_argument("--ray-address", default=None,
+                   help="join this running Ray cluster (e.g. auto, on one of its nodes) instead of starting one here")
+    r.set_defaults(run=_serve_replicas)
     bs = sub.add_parser("bench-serve", help="load-test a server: throughput and latency per concurrency, "
                                             "speculation on and off")
     from leapdecode.bench.serve_bench import add_bench_serve_arguments
@@ -89,6 +91,22 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="auto: the fastest this CPU runs well (a GGUF at its stored precision where bf16 is native)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+
+
+def _server_arguments(p: argparse.ArgumentParser) -> None:
+    from leapdecode.drafters import DRAFTER_METHODS
+
+    _model_arguments(p)
+    p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
+                   help="default drafting method (a request may name another; 'none' turns speculation off)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", help="the model id clients send (default: --model)")
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoding together")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond this answers 429")
+    p.add_argument("--fixed-drafts", action="store_true",
+                   help="verify every draft whole instead of trimming drafts by measured step cost under load")
+    p.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds to finish running requests on SIGTERM")
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
@@ -179,13 +197,30 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from leapdecode.server import ServerConfig, serve
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    from leapdecode.server import ServerConfig
 
-    config = ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
-                          served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
-                          adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace)
-    serve(config, host=args.host, port=args.port)
+    return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
+                        served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
+                        adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from leapdecode.server import serve
+
+    serve(_server_config(args), host=args.host, port=args.port)
+    return 0
+
+
+def _serve_replicas(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        raise LeapError("serve-replicas takes --threads-per-replica, not --threads")
+    # Ray is an optional extra, imported only here; without it this import raises the install hint.
+    from leapdecode.server.replicas import ReplicaConfig, serve_replicas
+
+    config = ReplicaConfig(_server_config(args), replicas=args.replicas, threads_per_replica=args.threads_per_replica,
+                           ray_address=args.ray_address)
+    serve_replicas(config, host=args.host, port=args.port)
     return 0
 
 
