@@ -99,6 +99,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     _model_arguments(p)
     p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
                    help="default drafting method (a request may name another; 'none' turns speculation off)")
+    p.add_argument("--draft-model", help="method draft: the smaller model with the same tokenizer (name or path)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", help="the model id clients send (default: --model)")
@@ -202,7 +203,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
 
     return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
                         served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
-                        adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace)
+                        adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace,
+                        draft_model=args.draft_model)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -26,8 +26,8 @@ MODEL = "smollm2-135m"
 class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread, over the session's loaded model."""
 
-    def __init__(self, llm, **config) -> None:
-        self.service = Service(llm, Scheduler(llm.network, SchedulerConfig(**config)), MODEL, "suffix")
+    def __init__(self, llm, method_options=None, **config) -> None:
+        self.service = Service(llm, Scheduler(llm.network, SchedulerConfig(**config)), MODEL, "suffix", method_options)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -149,6 +149,7 @@ def test_seeded_sampling_is_per_request_and_reproducible(server, llm):
     (b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "method": "magic"}', 400, "unknown method"),
     (b'{"model": "smollm2-135m", "messages": []}', 400, "messages"),
     (b'[1, 2]', 400, ""),
+    (b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "method": "draft"}', 400, "draft_model"),
 ])
 def test_malformed_requests_get_openai_errors(server, body, status, fragment):
     r = httpx.post(f"{server.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
@@ -197,6 +198,18 @@ def test_full_queue_answers_429_and_the_rest_complete(llm):
         assert texts == {llm.generate("Once upon a time", raw=True, method="suffix", max_new_tokens=48).text}
         assert srv.metric("leapdecode_requests_total", '{endpoint="/v1/completions",outcome="rejected"}') >= 1
         assert srv.metric("leapdecode_requests_total", '{endpoint="/v1/completions",outcome="ok"}') >= 2
+    finally:
+        srv.close()
+
+
+def test_draft_model_method_through_the_server(llm, hf_greedy):
+    """A server started with a draft model serves method "draft" in the same batches as the others."""
+    srv = LiveServer(llm, method_options={"draft": {"draft_model": MODEL}})
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            texts = list(pool.map(lambda i: _chat(srv.client, PROMPTS[i], extra_body={"method": "draft"}), (0, 3)))
+        assert texts == [_hf_text(llm, hf_greedy[0]), _hf_text(llm, hf_greedy[3])]
+        assert srv.metric("leapdecode_acceptance_rate") > 0.8  # the model drafting for itself
     finally:
         srv.close()
 

@@ -18,12 +18,15 @@ class ServerConfig:
     max_queue: int = 64
     adaptive: bool = True  # back speculation off under load, by measured step cost
     shutdown_grace: float = 30.0  # seconds running requests get to finish on SIGTERM
+    draft_model: str | None = None  # method "draft": the drafting model, loaded at start
 
     def __post_init__(self) -> None:
         from leapdecode.drafters import DRAFTER_METHODS
 
         if self.method not in DRAFTER_METHODS:
             raise InvalidRequest(f"unknown method {self.method!r}; known: {', '.join(DRAFTER_METHODS)}")
+        if self.method == "draft" and not self.draft_model:
+            raise InvalidRequest("method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
         if self.shutdown_grace < 0:
             raise InvalidRequest("shutdown_grace must be >= 0")
 
@@ -37,7 +40,11 @@ def build_app(config: ServerConfig):
 
     llm = LLM(config.model, dtype=config.dtype, threads=config.threads)
     scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive))
-    service = Service(llm, scheduler, config.served_name or config.model, config.method)
+    method_options = {}
+    if config.draft_model:
+        llm.drafts.load(config.draft_model)  # load (and check its tokenizer) now, not on the first request
+        method_options["draft"] = {"draft_model": config.draft_model}
+    service = Service(llm, scheduler, config.served_name or config.model, config.method, method_options)
     return create_app(service, config.shutdown_grace)
 
 

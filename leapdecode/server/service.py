@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leapdecode.api import LLM, Run
-from leapdecode.drafters import DRAFTER_METHODS
+from leapdecode.drafters import DRAFTER_METHODS, required_options
 from leapdecode.errors import InvalidRequest
 from leapdecode.scheduler import Event, Scheduler
 from leapdecode.server.metrics import Metrics
@@ -30,8 +30,10 @@ class Outcome:
 
 
 class Service:
-    def __init__(self, llm: LLM, scheduler: Scheduler, model_id: str, method: str) -> None:
+    def __init__(self, llm: LLM, scheduler: Scheduler, model_id: str, method: str,
+                 method_options: dict[str, dict[str, Any]] | None = None) -> None:
         self.llm, self.scheduler, self.model_id, self.method = llm, scheduler, model_id, method
+        self.method_options = method_options or {}  # e.g. {"draft": {"draft_model": "..."}}
         self.metrics = Metrics(lambda: scheduler.queue_depth, lambda: scheduler.batch_size)
         scheduler.on_step = self.metrics.forward
 
@@ -47,8 +49,11 @@ class Service:
         method = req.method or self.method
         if method not in DRAFTER_METHODS:
             raise InvalidRequest(f"unknown method {method!r}; known: {', '.join(DRAFTER_METHODS)}")
+        missing = [o for o in required_options(method) if o not in self.method_options.get(method, {})]
+        if missing:
+            raise InvalidRequest(f"method {method!r} needs {', '.join(missing)}, which this server was not started with")
         options = dict(method=method, max_new_tokens=limit, temperature=req.temperature,
-                       top_p=req.top_p, seed=req.seed, stop=req.stop_strings())
+                       top_p=req.top_p, seed=req.seed, stop=req.stop_strings(), **self.method_options.get(method, {}))
         return self.llm.stream(prompt_ids=ids, **options)
 
     def _prompt_ids(self, req: ChatRequest | CompletionRequest) -> list[int]:
