@@ -133,6 +133,8 @@ class Scheduler:
         torch.set_num_threads(self._threads)
         with torch.inference_mode():
             self._serve()
+        for t in list(self._queue) + self._running:  # halted: whoever still waits hears it ended
+            _send(t, Event(finish_reason="cancelled"))
 
     def _serve(self) -> None:
         while not self._halt:
