@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from leapdecode.models.precision import activation_dtype
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 Weights = Mapping[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks
+Link = tuple[int, "LlamaLayer", Tensor]  # (layer index, its weights, the norm applied after it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,17 @@ class LlamaModel:
         # float32 keeps PyTorch's own ops (bit-equal to transformers); reduced precisions fuse the glue.
         self.fused = fused_kernels() if dtype != torch.float32 else None
         self.cos, self.sin = _rope_tables(shape, torch.float32 if self.fused is not None else dtype)  # [C, D]
+        self._every_layer = self._chain(range(shape.layers))
+
+    @property
+    def num_layers(self) -> int:
+        return self.shape.layers
+
+    def _chain(self, layers: Sequence[int]) -> list[Link]:
+        """Each layer to run, with the norm that follows it: the next run layer's input norm, or the final
+        norm. Built once for the default path; a subset costs a list of a few dozen items per forward."""
+        run = [self.layers[i] for i in layers]
+        return list(zip(layers, run, [nxt.norm_attn for nxt in run[1:]] + [self.norm]))
 
     def new_cache(self, max_len: int) -> KVCache:
         s = self.shape
@@ -105,17 +117,21 @@ class LlamaModel:
 
     @torch.inference_mode()
     def forward(self, tokens: Tensor, start: int, cache: KVCache, mask: Tensor | None = None,
-                logits: bool = True, positions: Tensor | None = None) -> Tensor | None:
-        """tokens [1, T] -> logits [1, T, V] float32. positions [T] default start..start+T (trees differ)."""
+                logits: bool = True, positions: Tensor | None = None,
+                layers: Sequence[int] | None = None) -> Tensor | None:
+        """tokens [1, T] -> logits [1, T, V] float32. positions [T] default start..start+T (trees differ).
+
+        layers: run only these decoder layers, ascending, non-empty (self-speculation); a skipped layer
+        leaves the residual stream as it is and writes no KV. None: every layer."""
         T = tokens.shape[1]
         pos = positions if positions is not None else torch.arange(start, start + T)
         rows = self._visible(start, T, pos, mask)
         cos, sin = self.cos[pos], self.sin[pos]  # [T, D]
         x = F.embedding(tokens[0], self.embed).float()  # [T, dim]: the residual stream stays float32
-        h = self._add_norm(x, None, self.layers[0].norm_attn)
-        for i, layer in enumerate(self.layers):
+        chain = self._every_layer if layers is None else self._chain(layers)
+        h = self._add_norm(x, None, chain[0][1].norm_attn)
+        for i, layer, after in chain:
             h = self._add_norm(x, self._attention(layer, h, cos, sin, cache, i, start, rows), layer.norm_mlp)
-            after = self.layers[i + 1].norm_attn if i + 1 < len(self.layers) else self.norm
             h = self._add_norm(x, layer.down(self._act(layer.gate_up(h))), after)
         return self.lm_head(h).float()[None] if logits else None
 
