@@ -21,8 +21,8 @@ class Engine:
                  draft_length: DraftLength, capacity: int) -> None:
         self.model, self.drafter, self.params, self.draft_length = model, drafter, params, draft_length
         self.tokens = list(prompt_ids)
-        self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids))
         self.cache = model.new_cache(capacity)
+        self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
         self.gen = torch.Generator()
         self.gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(2**62, ()).item()))
         self.stats = GenerationStats()
