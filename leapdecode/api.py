@@ -54,6 +54,9 @@ class LLM:
         self.precision = loaded.precision  # what dtype="auto" chose; int precisions compute in bfloat16
         self.dtype: torch.dtype = getattr(self.network, "dtype", torch.float32)
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
+        # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
+        self.drafter_resources = {"network": self.network, "tokenizer": self.tokenizer,
+                                  "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}"}
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
@@ -124,8 +127,7 @@ class Run:
 
     def _engine(self) -> Engine:
         opts = self.opts
-        extra = {"tokenizer": self.llm.tokenizer} if "corpus_path" in opts.drafter_options else {}
-        drafter = make_drafter(opts.method, **opts.drafter_options, **extra)
+        drafter = make_drafter(opts.method, self.llm.drafter_resources, **opts.drafter_options)
         capacity = min(len(self.prompt_ids) + opts.max_new_tokens + opts.max_draft_length + 1,
                        self.llm.network.max_context)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from leapdecode.drafters.base import Drafter, NoDrafter
+from leapdecode.drafters.layerskip import LayerSkipDrafter
 from leapdecode.drafters.ngram import NgramDrafter
+from leapdecode.drafters.skip_layers import SkipLayers
+from leapdecode.drafters.skip_store import found_skip_layers
 from leapdecode.drafters.suffix import Encoder, SuffixDrafter
 from leapdecode.errors import InvalidRequest
 
@@ -23,19 +26,44 @@ def _suffix(
     return SuffixDrafter.from_corpus_file(corpus_path, tokenizer, min_match=min_match)
 
 
-_FACTORIES: dict[str, Callable[..., Drafter]] = {"none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix}
-DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix")
+def _layerskip(
+    network: Any = None, tokenizer: Any = None, model_id: str | None = None,
+    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6,
+) -> LayerSkipDrafter:
+    if not hasattr(network, "num_layers"):
+        raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
+                             "(not the transformers fallback)")
+    if skip_layers is not None:
+        skip = SkipLayers.parse(skip_layers, network.num_layers)
+    elif tokenizer is None or model_id is None:
+        raise InvalidRequest("layerskip without skip_layers searches for a set: it needs the tokenizer and a model_id")
+    else:
+        skip = found_skip_layers(network, tokenizer, model_id)
+    return LayerSkipDrafter(network, skip, threshold)
 
 
-def make_drafter(method: str, **options: Any) -> Drafter:
+_FACTORIES: dict[str, Callable[..., Drafter]] = {
+    "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "layerskip": _layerskip,
+}
+DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "layerskip")
+
+
+def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **options: Any) -> Drafter:
+    """options: the request's own, checked against the factory's signature. resources: what the caller
+    holds (network, tokenizer, model_id); each goes only to a factory that names it, unless options do."""
     factory = _FACTORIES.get(method)
     if factory is None:
         raise InvalidRequest(f"unknown draft method {method!r}; known methods: {', '.join(DRAFTER_METHODS)}")
+    wanted = inspect.signature(factory).parameters
+    given = {k: v for k, v in (resources or {}).items() if k in wanted and k not in options}
     try:  # name a misspelt option here rather than surface a TypeError from deep inside
-        inspect.signature(factory).bind(**options)
+        inspect.signature(factory).bind(**options, **given)
     except TypeError as e:
         raise InvalidRequest(f"bad options for draft method {method!r}: {e}") from e
-    return factory(**options)
+    return factory(**options, **given)
 
 
-__all__ = ["DRAFTER_METHODS", "Drafter", "NgramDrafter", "NoDrafter", "SuffixDrafter", "make_drafter"]
+__all__ = [
+    "DRAFTER_METHODS", "Drafter", "LayerSkipDrafter", "NgramDrafter", "NoDrafter", "SkipLayers", "SuffixDrafter",
+    "make_drafter",
+]
