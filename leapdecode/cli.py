@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
     g.add_argument("--corpus", help="suffix method: also draft from this text file")
+    g.add_argument("--skip-layers", help="layerskip method: layers to skip, e.g. 3,5,7-12 "
+                   "(default: found by a short search, once per model)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
                    help="also decode plainly (method none) and print the speedup and whether the output matches")
@@ -122,11 +124,18 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method != "suffix":
             raise LeapError("--corpus goes with --method suffix")
         options["corpus_path"] = args.corpus
+    if args.skip_layers:
+        if args.method != "layerskip":
+            raise LeapError("--skip-layers goes with --method layerskip")
+        options["skip_layers"] = args.skip_layers
     return options
 
 
+DRAFTER_ONLY = ("corpus_path", "skip_layers")  # options the plain comparison run does not take
+
+
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
-    plain_opts = {k: v for k, v in options.items() if k != "corpus_path"} | {"method": "none"}
+    plain_opts = {k: v for k, v in options.items() if k not in DRAFTER_ONLY} | {"method": "none"}
     plain = llm.generate(prompt_ids=ids, **plain_opts)
     speedup = res.stats.tokens_per_s / plain.stats.tokens_per_s if plain.stats.tokens_per_s else 0.0
     return {"tokens_per_s": round(plain.stats.tokens_per_s, 3), "speedup": round(speedup, 3),

@@ -38,6 +38,7 @@ class BenchConfig:
     dtype: str = "auto"
     threads: int = 2
     warmup: int = 1  # prompts run by every method before timing starts, not counted
+    skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
 
     def __post_init__(self) -> None:
         known = HF_METHODS + LLAMACPP_METHODS + engine_methods()
@@ -51,6 +52,8 @@ class BenchConfig:
             raise LeapError(f"limit must be >= 1, got {self.limit}")
         if self.warmup < 0:
             raise LeapError(f"warmup must be >= 0, got {self.warmup}")
+        if self.skip_layers and "layerskip" not in self.methods:
+            raise LeapError("--skip-layers goes with the layerskip method")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -76,6 +79,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
+    parser.add_argument("--skip-layers", default=None,
+                        help="layerskip: layers to skip, e.g. 3,5,7-12 (default: search once per model)")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -89,4 +94,5 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         dtype=args.dtype,
         threads=args.threads,
         warmup=args.warmup,
+        skip_layers=args.skip_layers,
     )

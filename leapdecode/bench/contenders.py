@@ -20,9 +20,10 @@ def build_contenders(
     methods: tuple[str, ...],
     max_new_tokens: int,
     llamacpp: dict[str, LlamaCppBaseline] | None = None,
+    drafter_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, GenerateFn]:
     """Name -> generate function, in the order given; hf methods need the baseline, llamacpp methods their
-    own llama.cpp instance (keyed by method name)."""
+    own llama.cpp instance (keyed by method name); engine methods get their drafter_options[method]."""
     contenders: dict[str, GenerateFn] = {}
     for method in methods:
         if method in ("hf", "hf-pld"):
@@ -32,7 +33,7 @@ def build_contenders(
             assert llamacpp is not None and method in llamacpp, f"{method} needs its llama.cpp instance loaded"
             contenders[method] = _llamacpp(llamacpp[method], max_new_tokens)
         else:
-            contenders[method] = _engine(llm, method, max_new_tokens)
+            contenders[method] = _engine(llm, method, max_new_tokens, (drafter_options or {}).get(method, {}))
     return contenders
 
 
@@ -44,11 +45,11 @@ def _llamacpp(instance: LlamaCppBaseline, max_new_tokens: int) -> GenerateFn:
     return lambda ids: instance.generate(ids, max_new_tokens)
 
 
-def _engine(llm: Any, method: str, max_new_tokens: int) -> GenerateFn:
+def _engine(llm: Any, method: str, max_new_tokens: int, options: dict[str, Any]) -> GenerateFn:
     def run(ids: list[int]) -> Generation:
         # Timed here, the same way as the HF baseline, rather than trusting each side's own clock.
         start = time.perf_counter()
-        res = llm.generate(prompt_ids=ids, method=method, max_new_tokens=max_new_tokens)
+        res = llm.generate(prompt_ids=ids, method=method, max_new_tokens=max_new_tokens, **options)
         seconds = time.perf_counter() - start
         stats = res.stats.as_dict()
         return Generation(list(res.token_ids), seconds, res.stats.mean_accepted, res.finish_reason, stats)

@@ -47,7 +47,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp)
+    options = {"layerskip": {"skip_layers": cfg.skip_layers}} if cfg.skip_layers else {}
+    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
     # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain
