@@ -66,9 +66,8 @@ class StepCosts:
     def speedup(self, alpha: float, skipped: int) -> tuple[float, int]:
         """Expected tokens per unit time relative to plain decoding, and the draft length that gets it."""
         draft = max(1.0 - skipped * self.per_layer, 0.0)
-        best = max((sum(alpha**i for i in range(k + 1)) / (1.0 + k * (draft + self.verify_row)), k)
+        return max((sum(alpha**i for i in range(k + 1)) / (1.0 + k * (draft + self.verify_row)), k)
                    for k in range(1, K_MAX + 1))
-        return best
 
 
 @dataclass(frozen=True, slots=True)
