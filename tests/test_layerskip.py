@@ -153,7 +153,8 @@ def test_elimination_stops_where_expected_speed_peaks():
 def test_search_finds_a_valid_set_once_per_model(llm, prompt_ids, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
     model_id = llm.drafter_resources["model_id"]
-    skip = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id)
+    skip, draft_length = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id)
+    assert 1 <= draft_length <= 8
     assert skip.total == 30 and skip.skipped  # validated on construction: a usable set
     assert "searching which of 30 layers to skip" in capsys.readouterr().err
     assert json.loads((tmp_path / "layerskip.json").read_text())[f"v{skip_store.VERSION}|{model_id}"]["skip"] == str(skip)
@@ -162,7 +163,7 @@ def test_search_finds_a_valid_set_once_per_model(llm, prompt_ids, tmp_path, monk
         raise AssertionError("searched again")
 
     monkeypatch.setattr(skip_store, "search_skip_layers", no_search)
-    assert skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id) == skip
+    assert skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id) == (skip, draft_length)
     res = llm.generate(prompt_ids=prompt_ids[0], method="layerskip", max_new_tokens=16)  # the api finds it too
     assert res.token_ids == llm.generate(prompt_ids=prompt_ids[0], method="none", max_new_tokens=16).token_ids
     assert capsys.readouterr().err == ""

@@ -33,13 +33,12 @@ def _layerskip(
     if not hasattr(network, "num_layers"):
         raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
                              "(not the transformers fallback)")
-    if skip_layers is not None:
-        skip = SkipLayers.parse(skip_layers, network.num_layers)
-    elif tokenizer is None or model_id is None:
+    if skip_layers is not None:  # by hand: the engine's adaptive draft length decides how far to draft
+        return LayerSkipDrafter(network, SkipLayers.parse(skip_layers, network.num_layers), threshold)
+    if tokenizer is None or model_id is None:
         raise InvalidRequest("layerskip without skip_layers searches for a set: it needs the tokenizer and a model_id")
-    else:
-        skip = found_skip_layers(network, tokenizer, model_id)
-    return LayerSkipDrafter(network, skip, threshold)
+    skip, draft_length = found_skip_layers(network, tokenizer, model_id)
+    return LayerSkipDrafter(network, skip, threshold, max_draft=draft_length)
 
 
 _FACTORIES: dict[str, Callable[..., Drafter]] = {

@@ -34,10 +34,13 @@ class LayerSkipDrafter:
     draft distribution, which keeps the output distributed as the target's (rejection sampling stays exact).
     """
 
-    def __init__(self, network: LayeredLM, skip: SkipLayers, threshold: float = 0.6) -> None:
+    def __init__(self, network: LayeredLM, skip: SkipLayers, threshold: float = 0.6,
+                 max_draft: int | None = None) -> None:
         if not 0.0 <= threshold < 1.0:
             raise InvalidRequest(f"layerskip threshold must be in [0, 1), got {threshold}")
-        self.network, self.skip, self.threshold = network, skip, threshold
+        # A draft token costs most of a plain step when few layers are skipped: a wrong guess is dear, so
+        # draft only when fairly sure, and no further than the search found worth it (max_draft).
+        self.network, self.skip, self.threshold, self.max_draft = network, skip, threshold, max_draft
         self.kept = skip.kept
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
@@ -45,7 +48,7 @@ class LayerSkipDrafter:
         if cache is None:  # outside an engine there is no cache to draft over
             return Draft.empty()
         start = cache.length
-        k = min(k, cache.max_len - start)  # the n-th draft forward writes slot start + n, n < k
+        k = min(k, cache.max_len - start, self.max_draft or k)  # the n-th forward writes slot start + n, n < k
         token, out = ctx.tokens[-1], []
         try:
             for n in range(k):

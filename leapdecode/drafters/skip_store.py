@@ -14,19 +14,21 @@ from leapdecode.drafters.skip_search import calibration_ids, search_skip_layers
 from leapdecode.errors import InvalidRequest
 from leapdecode.paths import cache_dir
 
-VERSION = 1  # bump when the search changes, so old answers are searched again
+VERSION = 2  # bump when the search changes, so old answers are searched again
 
 
 def store_path() -> Path:
     return cache_dir() / "layerskip.json"
 
 
-def found_skip_layers(network: Any, tokenizer: Any, model_id: str) -> SkipLayers:
-    """The stored set for model_id, else a search now (announced on stderr, then stored)."""
+def found_skip_layers(network: Any, tokenizer: Any, model_id: str) -> tuple[SkipLayers, int]:
+    """The stored set for model_id and the draft length it is best at, else a search now (announced on
+    stderr, then stored)."""
     key = f"v{VERSION}|{model_id}"
     try:
-        return SkipLayers.parse(_read()[key]["skip"], network.num_layers)
-    except (KeyError, TypeError, InvalidRequest):  # not searched yet, or a damaged entry: search again
+        entry = _read()[key]
+        return SkipLayers.parse(entry["skip"], network.num_layers), int(entry["draft_length"])
+    except (KeyError, TypeError, ValueError, InvalidRequest):  # not searched yet, or a damaged entry: search again
         pass
     print(f"leapdecode: layerskip: searching which of {network.num_layers} layers to skip "
           f"(once for this model)...", end="", file=sys.stderr, flush=True)
@@ -35,7 +37,7 @@ def found_skip_layers(network: Any, tokenizer: Any, model_id: str) -> SkipLayers
           f"k={found.draft_length}; {found.evaluated} sets in {found.seconds:.0f} s)", file=sys.stderr)
     _write(key, {"skip": str(found.skip), "agreement": found.agreement, "expected_speedup": found.speedup,
                  "draft_length": found.draft_length})
-    return found.skip
+    return found.skip, found.draft_length
 
 
 def _read() -> dict[str, Any]:
