@@ -58,7 +58,8 @@ class LLM:
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
         self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
         # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
-        self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load}
+        self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load, "network": self.network,
+                                  "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}"}
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""

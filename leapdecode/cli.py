@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--draft-threshold", type=float, default=None,
                    help="draft method: stop a draft after a token the draft model gives less than this "
                         "probability (default 0.4; 0: always the full draft length)")
+    g.add_argument("--skip-layers", help="layerskip method: layers to skip, e.g. 3,5,7-12 "
+                   "(default: found by a short search, once per model)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
                    help="also decode plainly (method none) and print the speedup and whether the output matches")
@@ -166,6 +168,10 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method != "suffix":
             raise LeapError("--corpus goes with --method suffix")
         options["corpus_path"] = args.corpus
+    if args.skip_layers:
+        if args.method != "layerskip":
+            raise LeapError("--skip-layers goes with --method layerskip")
+        options["skip_layers"] = args.skip_layers
     return options | _draft_model_options(args)
 
 
@@ -180,7 +186,7 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold")  # options the plain comparison run does not take
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "skip_layers")  # not for the plain comparison
 
 
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:

@@ -22,8 +22,8 @@ class Engine:
                  draft_length: DraftLength, capacity: int, *, rng: PositionRng | None = None) -> None:
         self.model, self.drafter, self.params, self.draft_length = model, drafter, params, draft_length
         self.tokens = list(prompt_ids)
-        self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids))
         self.cache = model.new_cache(capacity)
+        self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
         self.rng = rng if rng is not None else PositionRng.for_seed(params.seed)
         self.stats = GenerationStats()
         self._prefill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,10 +35,16 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class SeqView:
-    """What a drafter may read of a sequence: every committed token, prompt first."""
+    """What a drafter may read of a sequence: every committed token, prompt first, and the target's KV cache.
+
+    The cache holds slots [0, cache.length) for every committed token but the last, which the engine feeds
+    with the draft at slot cache.length. A self-speculative drafter may write slots from cache.length on
+    (the verify forward overwrites them) but must leave cache.length as it found it.
+    """
 
     tokens: list[int]  # prompt + generated, committed only
     prompt_len: int
+    cache: Any = None  # the target's KV cache (kv.KVCache or the adapter's); None outside an engine
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class BenchConfig:
     threads: int = 2
     warmup: int = 1  # prompts run by every method before timing starts, not counted
     draft_model: str | None = None  # known name or path of the draft for the draft and hf-assist methods
+    skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
 
     def __post_init__(self) -> None:
         known = HF_METHODS + LLAMACPP_METHODS + engine_methods()
@@ -56,6 +57,8 @@ class BenchConfig:
         needing = [m for m in self.methods if m in DRAFT_MODEL_METHODS]
         if needing and not self.draft_model:
             raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
+        if self.skip_layers and "layerskip" not in self.methods:
+            raise LeapError("--skip-layers goes with the layerskip method")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -83,6 +86,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
     parser.add_argument("--draft-model", default=None, help="draft and hf-assist: the draft model (name or path)")
+    parser.add_argument("--skip-layers", default=None,
+                        help="layerskip: layers to skip, e.g. 3,5,7-12 (default: search once per model)")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -97,4 +102,5 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         threads=args.threads,
         warmup=args.warmup,
         draft_model=args.draft_model,
+        skip_layers=args.skip_layers,
     )

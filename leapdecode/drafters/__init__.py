@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
+from leapdecode.drafters.layerskip import LayerSkipDrafter
 from leapdecode.drafters.ngram import NgramDrafter
+from leapdecode.drafters.skip_layers import SkipLayers
+from leapdecode.drafters.skip_store import found_skip_layers
 from leapdecode.drafters.suffix import Encoder, SuffixDrafter
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import SamplingParams
@@ -37,10 +40,23 @@ def _draft_model(
     return DraftModelDrafter(load_model(draft_model), cfg, params, gen)
 
 
+def _layerskip(
+    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6, *, network: Any, tokenizer: Any,
+    model_id: str,
+) -> LayerSkipDrafter:
+    if not hasattr(network, "num_layers"):
+        raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
+                             "(not the transformers fallback)")
+    if skip_layers is not None:  # by hand: the engine's adaptive draft length decides how far to draft
+        return LayerSkipDrafter(network, SkipLayers.parse(skip_layers, network.num_layers), threshold)
+    skip, draft_length = found_skip_layers(network, tokenizer, model_id)
+    return LayerSkipDrafter(network, skip, threshold, max_draft=draft_length)
+
+
 _FACTORIES: dict[str, Callable[..., Drafter]] = {
-    "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model,
+    "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model, "layerskip": _layerskip,
 }
-DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft")
+DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip")
 
 
 def required_options(method: str) -> tuple[str, ...]:
@@ -70,6 +86,7 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
 
 
 __all__ = [
-    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "NgramDrafter", "NoDrafter", "SuffixDrafter",
+    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "LayerSkipDrafter", "NgramDrafter", "NoDrafter",
+    "SkipLayers", "SuffixDrafter",
     "make_drafter", "required_options",
 ]

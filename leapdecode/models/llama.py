@@ -30,6 +30,7 @@ SUPPORTED = ("llama", "qwen2", "mistral")
 PACKED_MAX_ROWS = 64
 _NO_MASK = torch.empty(0, dtype=torch.bool)
 Weights = Mapping[str, Tensor | Blocks]  # HF tensor names -> float tensors or quantized blocks
+Link = tuple[int, "LlamaLayer", Tensor]  # (layer index, its weights, the norm applied after it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,17 @@ class LlamaModel:
         # float32 keeps PyTorch's own ops (bit-equal to transformers); reduced precisions fuse the glue.
         self.fused = fused_kernels() if dtype != torch.float32 else None
         self.cos, self.sin = _rope_tables(shape, torch.float32 if self.fused is not None else dtype)  # [C, D]
+        self._every_layer = self._chain(range(shape.layers))
+
+    @property
+    def num_layers(self) -> int:
+        return self.shape.layers
+
+    def _chain(self, layers: Sequence[int]) -> list[Link]:
+        """Each layer to run, with the norm that follows it: the next run layer's input norm, or the final
+        norm. Built once for the default path; a subset costs a list of a few dozen items per forward."""
+        run = [self.layers[i] for i in layers]
+        return list(zip(layers, run, [nxt.norm_attn for nxt in run[1:]] + [self.norm]))
 
     def new_cache(self, max_len: int) -> KVCache:
         s = self.shape
@@ -122,13 +134,18 @@ class LlamaModel:
         return KVCache(s.layers, s.kv_heads, _round_up(max_len, ATTENTION_BUCKET), s.head_dim, torch.float32)
 
     def forward(self, tokens: Tensor, start: int, cache: KVCache, mask: Tensor | None = None,
-                logits: bool = True, positions: Tensor | None = None) -> Tensor | None:
-        """tokens [1, T] -> logits [1, T, V] float32. positions [T] default start..start+T (trees differ)."""
-        out = self.forward_packed([Segment(tokens[0], start, cache, mask, positions)], logits)
+                logits: bool = True, positions: Tensor | None = None,
+                layers: Sequence[int] | None = None) -> Tensor | None:
+        """tokens [1, T] -> logits [1, T, V] float32. positions [T] default start..start+T (trees differ).
+
+        layers: run only these decoder layers, ascending, non-empty (self-speculation); a skipped layer
+        leaves the residual stream as it is and writes no KV. None: every layer."""
+        out = self.forward_packed([Segment(tokens[0], start, cache, mask, positions)], logits, layers)
         return None if out is None else out[None]
 
     @torch.inference_mode()
-    def forward_packed(self, segments: Sequence[Segment], logits: bool = True) -> Tensor | None:
+    def forward_packed(self, segments: Sequence[Segment], logits: bool = True,
+                       layers: Sequence[int] | None = None) -> Tensor | None:
         """Several sequences' new tokens in one pass -> logits [sum T, V] float32, rows in segment order.
 
         Every linear runs once over all rows, so the weights are read once for the whole batch; attention
@@ -136,10 +153,10 @@ class LlamaModel:
         views = [self._view(seg) for seg in segments]
         tokens = torch.cat([seg.tokens for seg in segments]) if len(segments) > 1 else segments[0].tokens
         x = F.embedding(tokens, self.embed).float()  # [R, dim]: the residual stream stays float32
-        h = self._add_norm(x, None, self.layers[0].norm_attn)
-        for i, layer in enumerate(self.layers):
+        chain = self._every_layer if layers is None else self._chain(layers)
+        h = self._add_norm(x, None, chain[0][1].norm_attn)
+        for i, layer, after in chain:
             h = self._add_norm(x, self._attention(layer, h, i, views), layer.norm_mlp)
-            after = self.layers[i + 1].norm_attn if i + 1 < len(self.layers) else self.norm
             h = self._add_norm(x, layer.down(self._act(layer.gate_up(h))), after)
         return self.lm_head(h).float() if logits else None
 

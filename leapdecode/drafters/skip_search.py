@@ -1,0 +1,151 @@
+"""Which layers to skip, found by a short search (in the spirit of SWIFT and Draft&Verify): greedy layer
+elimination that keeps the draft's argmax close to the full model's, scored by expected decode speed.
+
+Teacher-forced: one forward of the calibration text per candidate set, compared position by position with
+the full model's argmax, gives the acceptance rate alpha. A draft of k tokens then yields on average
+1 + alpha + ... + alpha^k tokens per verify, and costs k draft forwards plus k extra verify rows; both
+costs are measured on this machine, in units of one plain decode step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from leapdecode.drafters.skip_layers import SkipLayers
+
+# Varied on purpose (prose, code, a list, an explanation, dialogue): the set must suit any request.
+CALIBRATION_TEXT = """\
+The old lighthouse keeper climbed the spiral stairs every evening, counting the steps as his father had \
+taught him. From the lamp room he could see the whole bay: the fishing boats coming home, the gulls \
+circling the harbour, and the dark line of the storm moving in from the west.
+
+def merge_sorted(a: list[int], b: list[int]) -> list[int]:
+    \"\"\"Merge two sorted lists into one sorted list.\"\"\"
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        if a[i] <= b[j]:
+            out.append(a[i])
+            i += 1
+        else:
+            out.append(b[j])
+            j += 1
+    return out + a[i:] + b[j:]
+
+Three tips for a good night's sleep:
+1. Go to bed at the same time every day.
+2. Keep your bedroom cool, dark and quiet.
+3. Avoid screens for an hour before sleeping.
+
+Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make glucose and \
+oxygen. It takes place in the chloroplasts, which contain the green pigment chlorophyll.
+
+User: Can you recommend a book for a long train journey?
+Assistant: Certainly! If you enjoy adventure, try "Around the World in Eighty Days" by Jules Verne. It is \
+light, fast-paced and perfect for travelling.
+"""
+CALIBRATION_TOKENS = 128  # a stable enough agreement estimate (about +-3%), a search of seconds
+AGREEMENT_FLOOR = 0.5  # below this a draft is mostly rejected: stop eliminating
+PATIENCE = 3  # rounds without a better expected speed before the search stops
+LAZY_TRIES = 4  # after the first round, re-score only this many of the best-scored candidates
+K_MAX = 8
+
+
+@dataclass(frozen=True, slots=True)
+class StepCosts:
+    """Measured costs, in units of one plain decode step (a one-token forward over every layer)."""
+
+    per_layer: float  # what skipping one layer saves of a one-token forward
+    verify_row: float  # what each draft token adds to the verify forward
+
+    def speedup(self, alpha: float, skipped: int) -> tuple[float, int]:
+        """Expected tokens per unit time relative to plain decoding, and the draft length that gets it."""
+        draft = max(1.0 - skipped * self.per_layer, 0.0)
+        return max((sum(alpha**i for i in range(k + 1)) / (1.0 + k * (draft + self.verify_row)), k)
+                   for k in range(1, K_MAX + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    skip: SkipLayers
+    agreement: float  # teacher-forced argmax agreement with the full model on the calibration text
+    speedup: float  # the expected speed relative to plain decoding
+    draft_length: int  # the draft length that expectation assumes
+    evaluated: int  # candidate sets scored
+    seconds: float
+
+
+def calibration_ids(tokenizer: Any) -> list[int]:
+    return list(tokenizer.encode(CALIBRATION_TEXT))[:CALIBRATION_TOKENS]
+
+
+def search_skip_layers(network: Any, ids: Sequence[int]) -> SearchResult:
+    """Greedy elimination over the calibration ids; the result with the best expected speed on the way."""
+    t0 = time.perf_counter()
+    tokens = torch.tensor([list(ids)])  # [1, T]
+    cache = network.new_cache(len(ids) + K_MAX + 1)
+    reference = network.forward(tokens, 0, cache)[0].argmax(-1)  # [T] the full model's choices
+    costs = measure_costs(network, tokens, cache)
+
+    def agreement(skipped: list[int]) -> float:
+        kept = SkipLayers(network.num_layers, tuple(sorted(skipped))).kept
+        return (network.forward(tokens, 0, cache, layers=kept)[0].argmax(-1) == reference).float().mean().item()
+
+    steps, evaluated = _eliminate(network.num_layers, agreement, costs)
+    skipped, alpha, (speed, k) = max(steps, key=lambda s: s[2][0])
+    skip = SkipLayers(network.num_layers, tuple(sorted(skipped)))
+    return SearchResult(skip, round(alpha, 4), round(speed, 3), k, evaluated, round(time.perf_counter() - t0, 1))
+
+
+Step = tuple[list[int], float, tuple[float, int]]  # skipped layers, agreement, (expected speed, k)
+
+
+def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: StepCosts) -> tuple[list[Step], int]:
+    """Skip one more layer per round: the one whose removal keeps agreement highest. After the first round
+    only the best-scored few are re-scored (lazy greedy), so a round costs a handful of forwards."""
+    candidates, score = list(range(1, total - 1)), {}
+    skipped: list[int] = []
+    steps: list[Step] = []
+    evaluated, best, stale = 0, 0.0, 0
+    while candidates and stale < PATIENCE:
+        ranked = sorted(candidates, key=lambda j: -score.get(j, 1.0))
+        tried = ranked if not skipped else ranked[:LAZY_TRIES]
+        for j in tried:
+            score[j] = agreement(skipped + [j])
+        evaluated += len(tried)
+        pick = max(tried, key=score.__getitem__)
+        skipped, alpha = skipped + [pick], score[pick]
+        candidates.remove(pick)
+        if alpha < AGREEMENT_FLOOR and steps:
+            break
+        steps.append((skipped, alpha, costs.speedup(alpha, len(skipped))))
+        stale = 0 if steps[-1][2][0] > best else stale + 1
+        best = max(best, steps[-1][2][0])
+    return steps, evaluated
+
+
+def measure_costs(network: Any, tokens: Tensor, cache: Any) -> StepCosts:
+    """Time one-token forwards (every layer, half of them) and a five-token verify, after the calibration
+    text: the fastest of a few runs each, so background load shows as little as possible."""
+    start, total = tokens.shape[1], network.num_layers
+    one, five = tokens[:, -1:], tokens[:, -5:]  # [1, 1], [1, 5]
+    half = list(range(0, total, 2)) + ([total - 1] if total % 2 == 0 else [])
+    full = _fastest(lambda: network.forward(one, start, cache))
+    partial = _fastest(lambda: network.forward(one, start, cache, layers=half))
+    verify = _fastest(lambda: network.forward(five, start, cache))
+    per_layer = max(full - partial, 0.0) / (total - len(half)) / full
+    return StepCosts(per_layer=per_layer, verify_row=max(verify - full, 0.0) / 4 / full)
+
+
+def _fastest(run: Callable[[], object], reps: int = 7) -> float:
+    times = []
+    for _ in range(reps + 1):  # the first run warms up and is not counted
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
