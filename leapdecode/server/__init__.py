@@ -32,7 +32,8 @@ class ServerConfig:
 
 
 def build_app(config: ServerConfig):
-    """Load the model and wire LLM -> Scheduler -> Service -> FastAPI app (the scheduler starts with the app)."""
+    """Load the model and wire LLM -> Scheduler -> Service -> FastAPI app (the scheduler starts with the app,
+    in a thread of its own, unless the caller runs it: see serve())."""
     from leapdecode.api import LLM
     from leapdecode.scheduler import Scheduler, SchedulerConfig
     from leapdecode.server.app import create_app
@@ -49,10 +50,23 @@ def build_app(config: ServerConfig):
 
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """uvicorn in a thread, decoding in this one: the thread that loaded the model keeps its OpenMP team
+    (see Scheduler.start). SIGTERM / Ctrl-C stop accepting, let running requests finish, then exit."""
+    import signal
+    import threading
+
     import uvicorn
 
     app = build_app(config)
+    scheduler = app.state.service.scheduler
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           timeout_graceful_shutdown=int(config.shutdown_grace) or None))
+    http = threading.Thread(target=server.run, name="leapdecode-http", daemon=True)
+    scheduler.run_in_caller = True  # the app's startup must not start a decode thread
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+    http.start()
     print(f"leapdecode: serving {config.served_name or config.model} at http://{host}:{port}/v1 "
           f"(method {config.method}, batch up to {config.max_batch})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=int(config.shutdown_grace) or None)
+    scheduler.run(keep_going=http.is_alive)  # returns once the app's shutdown stopped it, or uvicorn died
+    http.join(timeout=config.shutdown_grace + 10)

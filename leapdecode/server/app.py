@@ -25,11 +25,12 @@ from leapdecode.server.service import Service, Subscription, UnknownModel
 def create_app(service: Service, shutdown_grace: float = 30.0) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.scheduler.start()
+        service.scheduler.start()  # a no-op when the caller decodes in its own thread (serve())
         yield
         await asyncio.to_thread(service.scheduler.stop, shutdown_grace)
 
     app = FastAPI(title="leapdecode", lifespan=lifespan)
+    app.state.service = service
     _error_handlers(app, service)
 
     @app.get("/health")
