@@ -41,14 +41,16 @@ def _draft_model(
 
 
 def _layerskip(
-    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6, *, network: Any, tokenizer: Any,
-    model_id: str,
+    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6, *, network: Any = None,
+    tokenizer: Any = None, model_id: str | None = None,
 ) -> LayerSkipDrafter:
     if not hasattr(network, "num_layers"):
         raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
                              "(not the transformers fallback)")
     if skip_layers is not None:  # by hand: the engine's adaptive draft length decides how far to draft
         return LayerSkipDrafter(network, SkipLayers.parse(skip_layers, network.num_layers), threshold)
+    if tokenizer is None or model_id is None:
+        raise InvalidRequest("layerskip without skip_layers searches for a set: it needs the tokenizer and a model_id")
     skip, draft_length = found_skip_layers(network, tokenizer, model_id)
     return LayerSkipDrafter(network, skip, threshold, max_draft=draft_length)
 
