@@ -81,8 +81,27 @@ class SegmentView:
     T: int
     cos: Tensor  # [T, D]
     sin: Tensor  # [T, D]
-    rows: Any  # which cache slots each row sees (see LlamaModel._visible)
+    rows: Any  # which cache slots each row sees (see LlamaModel._visible); None where attend_packed runs
     packed_mask: Tensor  # [T, start+T] bool for attend_packed; empty = causal
+    packs: bool  # attention through the fused attend_packed kernel (reduced precision, a short segment)
+
+
+@dataclass(frozen=True, slots=True)
+class _PackedRope:
+    """What attend_packed takes of a forward's segments besides their caches, gathered once, not per layer."""
+
+    cos: Tensor  # [R, D]
+    sin: Tensor  # [R, D]
+    starts: list[int]
+    lens: list[int]
+    masks: list[Tensor]
+
+    @staticmethod
+    def of(views: list[SegmentView]) -> _PackedRope:
+        one = len(views) == 1
+        return _PackedRope(views[0].cos if one else torch.cat([v.cos for v in views]),
+                           views[0].sin if one else torch.cat([v.sin for v in views]),
+                           [v.seg.start for v in views], [v.T for v in views], [v.packed_mask for v in views])
 
 
 class LlamaLayer:
@@ -151,12 +170,13 @@ class LlamaModel:
         Every linear runs once over all rows, so the weights are read once for the whole batch; attention
         runs per sequence against its own cache. Each row's numbers are the ones it gets alone."""
         views = [self._view(seg) for seg in segments]
+        packed = _PackedRope.of(views) if all(v.packs for v in views) else None  # every decode step
         tokens = torch.cat([seg.tokens for seg in segments]) if len(segments) > 1 else segments[0].tokens
         x = F.embedding(tokens, self.embed).float()  # [R, dim]: the residual stream stays float32
         chain = self._every_layer if layers is None else self._chain(layers)
         h = self._add_norm(x, None, chain[0][1].norm_attn)
         for i, layer, after in chain:
-            h = self._add_norm(x, self._attention(layer, h, i, views), layer.norm_mlp)
+            h = self._add_norm(x, self._attention(layer, h, i, views, packed), layer.norm_mlp)
             h = self._add_norm(x, layer.down(self._act(layer.gate_up(h))), after)
         return self.lm_head(h).float() if logits else None
 
@@ -164,7 +184,9 @@ class LlamaModel:
         T = seg.tokens.shape[0]
         pos = seg.positions if seg.positions is not None else torch.arange(seg.start, seg.start + T)
         mask = seg.mask.contiguous() if seg.mask is not None else _NO_MASK
-        return SegmentView(seg, T, self.cos[pos], self.sin[pos], self._visible(seg.start, T, pos, seg.mask), mask)
+        packs = self.fused is not None and T <= PACKED_MAX_ROWS
+        rows = None if packs else self._visible(seg.start, T, pos, seg.mask)  # attend_packed needs no row plan
+        return SegmentView(seg, T, self.cos[pos], self.sin[pos], rows, mask, packs)
 
     def _add_norm(self, x: Tensor, delta: Tensor | None, weight: Tensor) -> Tensor:
         """x += delta in place (the residual add), then RMSNorm in float32, in the compute dtype."""
@@ -189,28 +211,28 @@ class LlamaModel:
             mask = torch.arange(start + T)[None, :] <= pos[:, None]  # causal over the cache
         return mask
 
-    def _attention(self, layer: LlamaLayer, h: Tensor, i: int, views: list[SegmentView]) -> Tensor:
+    def _attention(self, layer: LlamaLayer, h: Tensor, i: int, views: list[SegmentView],
+                   packed: _PackedRope | None) -> Tensor:
         """h [R, dim] -> the attention block's output [R, dim], each segment against its own cache."""
         qkv = layer.qkv(h)
-        if self.fused is not None and all(v.T <= PACKED_MAX_ROWS for v in views):  # every decode step
-            return layer.o(self._attend_packed(qkv, i, views).to(self.dtype))
+        if packed is not None:  # every segment short: one fused call for all of them
+            return layer.o(self._attend_packed(qkv, i, views, packed).to(self.dtype))
         row, outs = 0, []
         for v in views:  # prompts: one segment at a time
-            if self.fused is not None and v.T <= PACKED_MAX_ROWS:
-                outs.append(self._attend_packed(qkv[row : row + v.T], i, [v]).to(self.dtype))
+            rows = qkv[row : row + v.T]
+            if v.packs:
+                outs.append(self._attend_packed(rows, i, [v], _PackedRope.of([v])).to(self.dtype))
             else:
-                outs.append(self._attend(qkv[row : row + v.T], v, i))
+                outs.append(self._attend(rows, v, i))
             row += v.T
         return layer.o(outs[0] if len(outs) == 1 else torch.cat(outs))
 
-    def _attend_packed(self, qkv: Tensor, i: int, views: list[SegmentView]) -> Tensor:
+    def _attend_packed(self, qkv: Tensor, i: int, views: list[SegmentView], rope: _PackedRope) -> Tensor:
         """qkv [R, (H+2Hkv)*D] of several short segments -> [R, H*D] float32 in one fused call."""
-        s, one = self.shape, len(views) == 1
-        cos = views[0].cos if one else torch.cat([v.cos for v in views])
-        sin = views[0].sin if one else torch.cat([v.sin for v in views])
+        s = self.shape
         return self.fused.attend_packed(
-            qkv, cos, sin, [v.seg.cache.layer_k[i] for v in views], [v.seg.cache.layer_v[i] for v in views],
-            [v.seg.start for v in views], [v.T for v in views], [v.packed_mask for v in views], s.heads, s.kv_heads)
+            qkv, rope.cos, rope.sin, [v.seg.cache.layer_k[i] for v in views], [v.seg.cache.layer_v[i] for v in views],
+            rope.starts, rope.lens, rope.masks, s.heads, s.kv_heads)
 
     def _attend(self, qkv: Tensor, v: SegmentView, i: int) -> Tensor:
         """qkv [T, (H+2Hkv)*D] of one segment -> attention output [T, H*D] in the compute dtype."""
