@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--draft-threshold", type=float, default=None,
                    help="draft method: stop a draft after a token the draft model gives less than this "
                         "probability (default 0.4; 0: always the full draft length)")
+    _draft_dtype_argument(g)
     g.add_argument("--skip-layers", help="layerskip method: layers to skip, e.g. 3,5,7-12 "
                    "(default: found by a short search, once per model)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
@@ -95,6 +96,12 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
 
 
+def _draft_dtype_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draft-dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="the draft model's own precision (auto: a GGUF draft at its stored precision, e.g. int4, "
+                        "else the target's); lossless at any, the target verifies every token")
+
+
 def _server_arguments(p: argparse.ArgumentParser) -> None:
     from leapdecode.drafters import DRAFTER_METHODS
 
@@ -102,6 +109,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
                    help="default drafting method (a request may name another; 'none' turns speculation off)")
     p.add_argument("--draft-model", help="method draft: the smaller model with the same tokenizer (name or path)")
+    _draft_dtype_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", help="the model id clients send (default: --model)")
@@ -136,7 +144,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise LeapError("the prompt is empty")
     llm = LLM(args.model, dtype=args.dtype, threads=args.threads)
     if args.draft_model:  # loaded (and its tokenizer checked) now, so the timed generation does not pay for it
-        llm.drafts.load(args.draft_model)
+        llm.drafts.load(args.draft_model, args.draft_dtype)
     ids = llm.encode(prompt, raw=args.raw)
     if args.json:
         res = llm.generate(prompt_ids=ids, **options)
@@ -180,13 +188,13 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
         raise LeapError("--method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
     if args.method != "draft" and (args.draft_model or args.draft_threshold is not None):
         raise LeapError("--draft-model and --draft-threshold go with --method draft")
-    options: dict[str, Any] = {"draft_model": args.draft_model} if args.draft_model else {}
+    options: dict[str, Any] = {"draft_model": args.draft_model, "draft_dtype": args.draft_dtype} if args.draft_model else {}
     if args.draft_threshold is not None:
         options["draft_threshold"] = args.draft_threshold
     return options
 
 
-DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "skip_layers")  # not for the plain comparison
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers")  # not for the plain comparison
 
 
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
@@ -210,7 +218,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
                         served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                         adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace,
-                        draft_model=args.draft_model)
+                        draft_model=args.draft_model, draft_dtype=args.draft_dtype)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -62,20 +62,25 @@ def _assert_equals_greedy(hf_model, ids, ref, out, where):
         assert gap < NEAR_TIE, f"{where} diverges at token {split}, gap {gap}"
 
 
-# The target itself as its draft: every step drafts the full length, so a short run covers many steps.
-@pytest.mark.parametrize(("draft", "new_tokens"), [("smollm2-135m", 32), ("truncated", 32)])
-def test_greedy_equals_transformers(llm, hf_model, prompt_ids, hf_greedy, truncated, draft, new_tokens):
+# The target itself as its draft: every step drafts the full length, so a short run covers many steps. At
+# float32 it is the target exactly; "auto" runs the GGUF draft as stored (int4) under the float32 target.
+@pytest.mark.parametrize(("draft", "dtype", "new_tokens"),
+                         [("smollm2-135m", "float32", 32), ("smollm2-135m", "auto", 32), ("truncated", "auto", 32)])
+def test_greedy_equals_transformers(llm, hf_model, prompt_ids, hf_greedy, truncated, draft, dtype, new_tokens):
     spec = truncated if draft == "truncated" else draft
     stats = []
     for i, (ids, ref) in enumerate(zip(prompt_ids, hf_greedy)):
-        res = llm.generate(prompt_ids=ids, method="draft", draft_model=spec, max_new_tokens=new_tokens)
+        res = llm.generate(prompt_ids=ids, method="draft", draft_model=spec, draft_dtype=dtype,
+                           max_new_tokens=new_tokens)
         where = f"prompt {i} ({PROMPTS[i][:30]!r})"
         _assert_equals_greedy(hf_model, ids, ref[:new_tokens], res.token_ids, where)
         stats.append(res.stats)
     accepted, drafted = sum(s.accepted for s in stats), sum(s.drafted for s in stats)
     per_forward = sum(s.new_tokens for s in stats) / sum(s.target_forwards for s in stats)
-    if draft == "smollm2-135m":  # the target as its own draft: nearly every draft is kept
+    if draft == "smollm2-135m" and dtype == "float32":  # the target as its own draft: nearly every draft is kept
         assert accepted >= 0.95 * drafted and per_forward > 4
+    elif draft == "smollm2-135m":  # its int4 self: a different network, still mostly right
+        assert llm.drafts.load(spec, dtype).precision == "int4" and per_forward > 2.5
     else:  # drafts are used and pay: more than one token per target forward
         assert accepted > 0 and per_forward > 1.3
 

@@ -40,6 +40,7 @@ class BenchConfig:
     threads: int = 2
     warmup: int = 1  # prompts run by every method before timing starts, not counted
     draft_model: str | None = None  # known name or path of the draft for the draft and hf-assist methods
+    draft_dtype: str = "auto"  # our draft's own precision (hf-assist runs transformers' draft at --dtype)
     skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
     parser.add_argument("--draft-model", default=None, help="draft and hf-assist: the draft model (name or path)")
+    parser.add_argument("--draft-dtype", default=defaults.draft_dtype, choices=DTYPE_CHOICES,
+                        help="method draft: the draft's own precision (auto: a GGUF draft as stored, e.g. int4)")
     parser.add_argument("--skip-layers", default=None,
                         help="layerskip: layers to skip, e.g. 3,5,7-12 (default: search once per model)")
 
@@ -101,6 +104,6 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         dtype=args.dtype,
         threads=args.threads,
         warmup=args.warmup,
-        draft_model=args.draft_model,
+        draft_model=args.draft_model, draft_dtype=args.draft_dtype,
         skip_layers=args.skip_layers,
     )

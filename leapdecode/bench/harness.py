@@ -48,7 +48,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    options = {"draft": {"draft_model": cfg.draft_model}} if cfg.draft_model else {}
+    options = {"draft": {"draft_model": cfg.draft_model, "draft_dtype": cfg.draft_dtype}} if cfg.draft_model else {}
     if cfg.skip_layers:
         options["layerskip"] = {"skip_layers": cfg.skip_layers}
     contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)

@@ -32,12 +32,13 @@ def _suffix(
 
 
 def _draft_model(
-    draft_model: str, draft_threshold: float = 0.4, *, load_model: Callable[[str], Any], params: SamplingParams,
-    gen: torch.Generator, capacity: int, vocab: int
+    draft_model: str, draft_threshold: float = 0.4, draft_dtype: str = "auto", *,
+    load_model: Callable[[str, str], Any], params: SamplingParams, gen: torch.Generator, capacity: int, vocab: int
 ) -> DraftModelDrafter:
-    """draft_model: a name or path that load_model turns into a network with the target's tokenizer."""
+    """draft_model: a name or path that load_model turns into a network with the target's tokenizer, at
+    draft_dtype (auto: a GGUF at its stored precision, see models/draft_models.py)."""
     cfg = DraftModelConfig(threshold=draft_threshold, capacity=capacity, vocab=vocab)
-    return DraftModelDrafter(load_model(draft_model), cfg, params, gen)
+    return DraftModelDrafter(load_model(draft_model, draft_dtype), cfg, params, gen)
 
 
 def _layerskip(

@@ -1,32 +1,50 @@
-"""The draft networks one target has loaded: each once, at the target's precision, with the target's tokenizer."""
+"""The draft networks one target has loaded: each once per precision, with the target's tokenizer."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from leapdecode.errors import InvalidRequest, ModelLoadError
-from leapdecode.models.loader import load_model
+from leapdecode.models.loader import load_model, resolve_source
+from leapdecode.models.precision import DTYPE_CHOICES
 
 
 class DraftModels:
-    """Name or path -> loaded draft network, cached for the life of the target (an LLM)."""
+    """Name or path -> loaded draft network, cached for the life of the target (an LLM).
+
+    The draft's precision is its own: the target verifies every drafted token, so a draft at int4 under a
+    float32 target changes how often drafts are accepted, never the output. "auto" runs a GGUF draft at
+    its stored precision (int4 for a 4-bit file: the cheapest draft this CPU can run) and any other draft
+    at the target's precision.
+    """
 
     def __init__(self, target: str, tokenizer: Any, precision: str, backend: str) -> None:
         self.target, self.tokenizer, self.precision, self.backend = target, tokenizer, precision, backend
         self._loaded: dict[str, Any] = {}
 
-    def load(self, spec: str) -> Any:
-        if spec not in self._loaded:
+    def load(self, spec: str, dtype: str = "auto") -> Any:
+        if dtype not in DTYPE_CHOICES:
+            raise InvalidRequest(f"draft_dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+        key = f"{spec}@{dtype}"
+        if key not in self._loaded:
             try:
-                loaded = load_model(spec, dtype=self.precision, backend=self.backend)
+                loaded = load_model(spec, dtype=self._precision(spec, dtype), backend=self.backend)
             except ModelLoadError as exc:
                 raise ModelLoadError(f"draft model: {exc}") from exc
             problem = tokenizer_difference(self.tokenizer, loaded.tokenizer)
             if problem:
                 raise InvalidRequest(f"draft model {spec!r} does not share the tokenizer of the target model "
                                      f"{self.target!r} ({problem}): draft-model speculation compares token ids")
-            self._loaded[spec] = loaded.network
-        return self._loaded[spec]
+            self._loaded[key] = loaded.network
+        return self._loaded[key]
+
+    def _precision(self, spec: str, dtype: str) -> str:
+        if dtype != "auto":
+            return dtype
+        try:
+            return "auto" if resolve_source(spec).gguf is not None else self.precision
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"draft model: {exc}") from exc
 
 
 def tokenizer_difference(target: Any, draft: Any) -> str:

@@ -19,6 +19,7 @@ class ServerConfig:
     adaptive: bool = True  # back speculation off under load, by measured step cost
     shutdown_grace: float = 30.0  # seconds running requests get to finish on SIGTERM
     draft_model: str | None = None  # method "draft": the drafting model, loaded at start
+    draft_dtype: str = "auto"  # the draft's own precision (models/draft_models.py)
 
     def __post_init__(self) -> None:
         from leapdecode.drafters import DRAFTER_METHODS
@@ -43,8 +44,8 @@ def build_app(config: ServerConfig):
     scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive))
     method_options = {}
     if config.draft_model:
-        llm.drafts.load(config.draft_model)  # load (and check its tokenizer) now, not on the first request
-        method_options["draft"] = {"draft_model": config.draft_model}
+        llm.drafts.load(config.draft_model, config.draft_dtype)  # load (and check its tokenizer) now
+        method_options["draft"] = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype}
     service = Service(llm, scheduler, config.served_name or config.model, config.method, method_options)
     return create_app(service, config.shutdown_grace)
 
