@@ -130,6 +130,7 @@ class Run:
         """Build the engine: drafter, cache and the prompt's prefill."""
         self._t0 = time.perf_counter()
         self.engine = self._engine()
+        self.engine.stats.setup_seconds = time.perf_counter() - self._t0
 
     @property
     def done(self) -> bool:
