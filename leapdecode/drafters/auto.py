@@ -17,12 +17,12 @@ deterministically, so output is exactly what plain decoding gives (for a seed, t
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
-from leapdecode.drafters.auto_memory import POSITIONS, AutoMemory
+from leapdecode.drafters.auto_memory import POSITIONS, ROW_SHARE, AutoMemory
 from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
 from leapdecode.errors import InvalidRequest
@@ -31,10 +31,11 @@ from leapdecode.types import Draft, SeqView
 
 PLAIN = "none"  # the arm that drafts nothing
 PRIOR = (1.0, 1.0)  # accepted, rejected pseudo-counts before anything is known: a coin flip, worth a try
-PRIOR_WEIGHT = 4.0  # observations of earlier requests a new request starts from, at most
+PRIOR_WEIGHT = 2.0  # observations a prior counts for, at most
 REQUEST_DECAY = 0.9  # a request's own estimates follow its last ten or so observations per cell
 PROBE_GAPS = (4, 64)  # steps between probes of a costly arm that is not winning: first gap, largest
-ROW_PROBE_EVERY = 32  # steps of plain decoding after which one draft token is verified anyway
+ROW_PROBE_EVERY = 32  # steps of plain decoding after which one draft token may be verified to time a row
+ROWS_KNOWN = 8  # forwards over several rows, among those the step cost is fitted to, that make probing needless
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +84,11 @@ class AutoDrafter:
         self._rows = 0  # this step's verified rows
         self._started = self._proposed = None  # this step's clock: propose began, propose ended
         self._accounted = 0.0  # seconds of the last step that were the forward or a costly propose
+        self._costs = (1.0, 0.0)  # this step's (plain step seconds, seconds per draft token): AutoMemory.step_costs
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._clock_overhead()
+        self._costs = self.memory.step_costs()
         made = {a.name: self._run(a, ctx, k) for a in self.arms.values() if a.cheap}  # arm -> (key, tokens)
         choice = self._probe(self._best(made, k), made, k)
         costly = 0.0
@@ -105,7 +108,7 @@ class AutoDrafter:
     def commit(self, ctx: SeqView, accepted: int) -> None:
         if self._proposed is not None:
             forward = time.perf_counter() - self._proposed
-            self.memory.observe_step(self._rows, forward)
+            self.memory.step.observe(self._rows, forward)
             self._accounted += forward
         self._score(ctx.tokens)
 
@@ -122,48 +125,55 @@ class AutoDrafter:
         return best
 
     def _length(self, arm: str, key: int, limit: int, propose: StepCost | None) -> _Choice:
-        """The arm's best draft length up to limit: stop where the next token no longer pays its row."""
-        chances = self._chances(arm, key, limit)
+        """The arm's best draft length up to limit: stop where the next token no longer pays its row. Chances
+        only fall, so once a token does not raise the rate no later one does (its chance is below
+        per_row * rate, and the rate only drops)."""
+        chances: list[float] = []
         best, expected = _Choice(arm, 0, 0.0, chances), 1.0
-        for n in range(1, limit + 1):
-            expected += chances[n - 1]
-            rate = expected / self._seconds(n, propose)
-            if rate > best.rate:
-                best = _Choice(arm, n, rate, chances)
+        for chance in self._chances(arm, key, limit):
+            chances.append(chance)
+            expected += chance
+            rate = expected / self._seconds(len(chances), propose)
+            if rate <= best.rate:
+                break
+            best = _Choice(arm, len(chances), rate, chances)
         return best
 
     def _seconds(self, n: int, propose: StepCost | None) -> float:
         """Expected seconds of a step verifying n draft tokens from an arm that costs `propose` to run."""
-        own = propose.seconds(n) if propose is not None else 0.0
-        return self.memory.step.seconds(1 + n) + self.memory.overhead + own
+        plain, per_row = self._costs
+        return plain + per_row * n + (propose.seconds(n) if propose is not None else 0.0)
 
-    def _chances(self, arm: str, key: int, limit: int) -> list[float]:
-        """[limit] chance that draft tokens 0..i are all accepted: products of per-position estimates, each
-        the request's own counts over a prior from earlier requests (itself over a coin flip)."""
+    def _chances(self, arm: str, key: int, limit: int) -> Iterator[float]:
+        """Up to limit: the chance that draft tokens 0..i are all accepted, a product of per-position
+        estimates. Each is the request's own counts, shrunk towards what earlier requests saw under this key,
+        shrunk towards a coin flip (an unseen key's own: pooling keys would start a long match as doubtful
+        as a short one). A prior never weighs more than the evidence behind it, so a first request
+        unlearns a bad arm in a few steps."""
         own, past = self.tables[arm], self.memory.arm_acceptance(arm)
-        out, chance = [], 1.0
+        chance = 1.0
         for i in range(limit):
-            (a, s), (pa, ps) = own.counts(key, i), past.counts(key, i)
-            prior = (pa + PRIOR[0]) / (ps + PRIOR[0] + PRIOR[1])
-            chance *= (a + PRIOR_WEIGHT * prior) / (s + PRIOR_WEIGHT)
-            out.append(chance)
-        return out
+            earlier = _shrink(past.counts(key, i), PRIOR[0] / sum(PRIOR), sum(PRIOR))
+            chance *= _shrink(own.counts(key, i), *earlier)[0]
+            yield chance
 
     def _probe(self, best: _Choice, cheap: dict[str, tuple[int, list[int]]], k: int) -> _Choice:
         """Cheap exploration. A costly arm is learned only by running it: rerun it after a gap that doubles
         while it keeps losing. Cheap arms are scored for free, but a row's cost is learned only by verifying
-        one: after a long plain stretch, verify one token of the likeliest cheap proposal."""
+        one: after a long plain stretch, with few multi-row forwards left to fit the cost to, verify one
+        token of the likeliest cheap proposal, if it could pay were rows as cheap as they come."""
         due = [name for name in self.gaps if name != best.arm and self.idle[name] >= self.gaps[name]]
         if due and k > 0:
             self.gaps[due[0]] = min(2 * self.gaps[due[0]], PROBE_GAPS[1])
             probe = self._length(due[0], 0, k, self.memory.propose_cost(due[0]))
             return replace(probe, n=max(probe.n, 1), probe=True)
-        if best.n or self.since_rows < ROW_PROBE_EVERY:
+        if best.n or self.since_rows < ROW_PROBE_EVERY or self.memory.rows_measured() >= ROWS_KNOWN:
             return best
         offers = [self._length(name, key, len(toks), None) for name, (key, toks) in cheap.items() if toks]
-        if not offers:
+        likeliest = max(offers, key=lambda c: c.chances[0], default=None)
+        if likeliest is None or likeliest.chances[0] <= ROW_SHARE[0]:
             return best
-        return replace(max(offers, key=lambda c: c.chances[0]), n=1, probe=True)
+        return replace(likeliest, n=1, probe=True)
 
     def _asked(self, choice: _Choice, k: int) -> int:
         """Tokens to ask a costly arm for: on a probe one more than it will verify, so that the text can
@@ -198,20 +208,31 @@ class AutoDrafter:
         self._started = now
 
     def _score(self, tokens: list[int]) -> None:
-        """Check every waiting proposal against the committed text; record those the text has decided."""
+        """Check every waiting proposal against the committed text as far as it goes, and record what it
+        decided: each token found right as soon as it is (so a long right draft teaches at once), the
+        first wrong one when it shows. A proposal leaves once wrong or right to its end."""
         waiting = []
         for p in self.pending:
             end = min(len(p.tokens), len(tokens) - p.start)
+            if end < p.checked:  # the text is shorter than what was checked: another sequence now
+                continue
             i = p.checked
             while i < end and p.tokens[i] == tokens[p.start + i]:
                 i += 1
-            if i < end or i == len(p.tokens):  # wrong at i, or right to its last token
-                self._record(p, i, rejected=i < len(p.tokens))
-            elif end >= 0:
-                p.checked = i
+            rejected = i < end
+            self._record(p, i, rejected)
+            p.checked = i
+            if not rejected and i < len(p.tokens):
                 waiting.append(p)
         self.pending = waiting
 
     def _record(self, p: _Proposal, matched: int, rejected: bool) -> None:
-        self.tables[p.arm].observe(p.key, matched, rejected)
-        self.memory.arm_acceptance(p.arm).observe(p.key, matched, rejected)
+        for table in (self.tables[p.arm], self.memory.arm_acceptance(p.arm)):
+            table.observe(p.key, matched, rejected, start=p.checked)
+
+
+def _shrink(counts: tuple[float, float], prior: float, prior_weight: float) -> tuple[float, float]:
+    """(accepted, seen) counts, shrunk towards a prior worth prior_weight observations -> (estimate, the
+    weight it may carry as the next level's prior: its evidence, at most PRIOR_WEIGHT)."""
+    accepted, seen = counts
+    return (accepted + prior_weight * prior) / (seen + prior_weight), min(PRIOR_WEIGHT, seen + prior_weight)

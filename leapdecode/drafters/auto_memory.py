@@ -10,6 +10,10 @@ from leapdecode.step_cost import StepCost
 POSITIONS = 16  # draft positions tracked (the engine's draft length cap is 12 by default)
 MEMORY_DECAY = 0.995  # a few hundred observations per cell: recent requests, not the server's whole life
 OVERHEAD_SMOOTHING = 0.1  # weight of each new step's overhead in its running mean
+# A verified row costs at least this share of a plain step: a noisy fit can say rows are free, and then
+# every draft with any chance at all would look worth verifying; no hardware makes them quite free. And at
+# most half of it: a one-request step is bound by reading the weights, not by its rows.
+ROW_SHARE = (0.03, 0.5)
 
 
 @dataclass(slots=True)
@@ -18,7 +22,7 @@ class AutoMemory:
     property of the machine and model, not of a request, so it is learned once; each arm's acceptance here
     is only a prior, which a request's own observations soon outweigh."""
 
-    step: StepCost = field(default_factory=StepCost)  # target forward + verification, by rows verified
+    step: StepCost = field(default_factory=lambda: StepCost(robust=True, refit_every=8))  # forward + verify, by rows
     overhead: float = 0.0  # seconds per step outside the forward and any costly arm's propose
     propose: dict[str, StepCost] = field(default_factory=dict)  # costly arm -> seconds by tokens proposed
     acceptance: dict[str, PositionAcceptance] = field(default_factory=dict)  # arm -> long-run record
@@ -30,10 +34,17 @@ class AutoMemory:
     def arm_acceptance(self, arm: str) -> PositionAcceptance:
         return self.acceptance.setdefault(arm, PositionAcceptance(POSITIONS, MEMORY_DECAY))
 
-    def observe_step(self, rows: int, seconds: float) -> None:
-        # One stalled forward (the OS, a collection) must not tilt the line for the next 64 steps: a sample
-        # counts for at most three times what the line expects (a real change still gets there in a few).
-        self.step.observe(rows, min(seconds, 3.0 * self.step.seconds(rows)))
+    def step_costs(self) -> tuple[float, float]:
+        """(seconds of a plain step, overhead included; seconds each verified draft token adds). The line is
+        read at one row, where it is measured best (most steps verify few rows), and its slope kept within
+        ROW_SHARE of that: a line fitted to two or three noisy row counts can tilt anywhere."""
+        plain = self.step.seconds(1)
+        per_row = min(max(self.step.per_row, ROW_SHARE[0] * plain), ROW_SHARE[1] * plain)
+        return plain + self.overhead, per_row
+
+    def rows_measured(self) -> int:
+        """Forwards over more than one row among those the step cost is fitted to: its slope's evidence."""
+        return sum(1 for rows, _ in self.step.samples if rows > 1)
 
     def observe_overhead(self, seconds: float) -> None:
         # Capped at one plain step: a stream's reader pausing is not a cost of drafting, and must not make

@@ -26,10 +26,11 @@ class PositionAcceptance:
     decay: float  # weight left to the old counts at each new observation
     cells: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)  # -> (accepted, seen)
 
-    def observe(self, key: int, matched: int, rejected: bool) -> None:
-        """A proposal whose first `matched` tokens were right; `rejected`: the next one was seen to be wrong
-        (False when the proposal ran out first, or the text has not got that far)."""
-        for i in range(min(matched, self.positions)):
+    def observe(self, key: int, matched: int, rejected: bool, start: int = 0) -> None:
+        """A proposal whose tokens start..matched-1 were found right (the ones before were counted already);
+        `rejected`: token `matched` was seen to be wrong (False: the proposal ran out, or the text has not
+        got that far yet)."""
+        for i in range(start, min(matched, self.positions)):
             self._add(key, i, 1.0)
         if rejected and matched < self.positions:
             self._add(key, matched, 0.0)
