@@ -98,7 +98,7 @@ def test_stats_per_position_and_time_split_add_up(auto_runs):
 
 def test_plain_decoding_stats_have_no_drafts(llm, prompt_ids):
     s = llm.generate(prompt_ids=prompt_ids[2], method="none", max_new_tokens=8).stats
-    assert s.drafted_at == [] and s.arms == {} and s.draft_seconds == 0.0
+    assert s.drafted_at == [] and s.arms == {} and s.draft_seconds < s.verify_seconds  # proposing nothing
     assert s.verify_seconds > 0 and s.target_forwards == s.new_tokens
 
 
@@ -182,3 +182,14 @@ def test_draft_model_arm_is_probed_and_lossless(llm, hf_model, prompt_ids, hf_gr
     res = llm.generate(prompt_ids=prompt_ids[3], method="auto", draft_model="smollm2-135m", max_new_tokens=32)
     assert_greedy(hf_model, prompt_ids[3], hf_greedy[3], res.token_ids, "auto with a draft model")
     assert res.stats.arms.get("draft", 0) >= 1
+
+
+def test_generate_and_serve_take_auto_and_its_arms_options():
+    from leapdecode.cli import _generate_options, _parser
+    from leapdecode.server import ServerConfig
+
+    args = _parser().parse_args(["generate", "hi", "--method", "auto", "--draft-model", "m", "--skip-layers", "3"])
+    options = _generate_options(args)
+    assert (options["method"], options["draft_model"], options["skip_layers"]) == ("auto", "m", "3")
+    assert _parser().parse_args(["serve", "--method", "auto"]).method == "auto"
+    assert ServerConfig(method="auto").method == "auto"

@@ -106,7 +106,7 @@ class AutoDrafter:
         return Draft(tokens=torch.tensor(tokens, dtype=torch.long), arm=choice.arm, chances=chances)  # [n]
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
-        if self._proposed is not None:
+        if self._proposed is not None:  # in a batch: the whole batch's forward, over rows the planner may trim
             forward = time.perf_counter() - self._proposed
             self.memory.step.observe(self._rows, forward)
             self._accounted += forward

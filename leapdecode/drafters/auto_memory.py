@@ -29,7 +29,7 @@ class AutoMemory:
 
     def propose_cost(self, arm: str) -> StepCost:
         # Free until measured: a costly arm looks worth a try, and its first run says what it costs.
-        return self.propose.setdefault(arm, StepCost(base=0.0, per_row=0.0))
+        return self.propose.setdefault(arm, StepCost(base=0.0, per_row=0.0, robust=True))
 
     def arm_acceptance(self, arm: str) -> PositionAcceptance:
         return self.acceptance.setdefault(arm, PositionAcceptance(POSITIONS, MEMORY_DECAY))
