@@ -119,7 +119,7 @@ def test_drafts_long_when_drafts_are_always_right(llm, hf_model, prompt_ids, hf_
     arms = [ArmDrafter("wrong", Oracle(len(ids), ref, wrong=True), True), ArmDrafter("right", Oracle(len(ids), ref), True)]
     out, _, stats = _decode(llm, AutoDrafter(arms), ids, 12)
     assert_greedy(hf_model, ids, ref, out, "auto over a right arm")
-    assert stats.arms.get("right", 0) >= 10 and "wrong" not in stats.arms
+    assert stats.arms.get("right", 0) >= 10 and stats.arms.get("wrong", 0) <= 1  # a tie at first: equal priors
     assert stats.mean_accepted > 4  # draft lengths grew with the measured acceptance
 
 
