@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from leapdecode.draft_length import DraftLength
-from leapdecode.drafters import make_drafter
+from leapdecode.drafters import AutoMemory, make_drafter
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.draft_models import DraftModels
@@ -59,7 +59,8 @@ class LLM:
         self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
         # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
         self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load, "network": self.network,
-                                  "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}"}
+                                  "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}",
+                                  "auto_memory": AutoMemory()}  # what auto measured on earlier requests
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
@@ -130,6 +131,7 @@ class Run:
         """Build the engine: drafter, cache and the prompt's prefill."""
         self._t0 = time.perf_counter()
         self.engine = self._engine()
+        self.engine.stats.setup_seconds = time.perf_counter() - self._t0
 
     @property
     def done(self) -> bool:
@@ -153,6 +155,8 @@ class Run:
         request = {"params": opts.sampling, "gen": rng.drafting(), "capacity": capacity, "vocab": llm.network.vocab_size}
         drafter = make_drafter(opts.method, llm.drafter_resources | request, **opts.drafter_options)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
+        if getattr(drafter, "picks_length", False):  # it sizes each draft itself: the cap only, never adapted
+            k = DraftLength(k=opts.max_draft_length, k_min=opts.max_draft_length, k_max=opts.max_draft_length)
         return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity, rng=rng)
 
     def result(self) -> GenerationResult:

@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", nargs="?", help="the prompt (else --prompt-file, else standard input)")
     g.add_argument("--prompt-file", help="read the prompt from this file")
     _model_arguments(g)
-    g.add_argument("--method", default="suffix", choices=DRAFTER_METHODS, help="drafting method (default: suffix)")
+    g.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
+                   help="drafting method (default: suffix); auto picks among the others per step")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
     g.add_argument("--corpus", help="suffix method: also draft from this text file")
-    g.add_argument("--draft-model", help="draft method: a smaller model with the same tokenizer (known name or path)")
+    g.add_argument("--draft-model", help="draft method (or an arm of auto): a smaller model with the same tokenizer "
+                                         "(known name or path)")
     g.add_argument("--draft-threshold", type=float, default=None,
                    help="draft method: stop a draft after a token the draft model gives less than this "
                         "probability (default 0.4; 0: always the full draft length)")
@@ -108,7 +110,8 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     _model_arguments(p)
     p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
                    help="default drafting method (a request may name another; 'none' turns speculation off)")
-    p.add_argument("--draft-model", help="method draft: the smaller model with the same tokenizer (name or path)")
+    p.add_argument("--draft-model", help="method draft, and an arm of auto: the smaller model with the same tokenizer "
+                                         "(name or path)")
     _draft_dtype_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
@@ -160,12 +163,18 @@ def _generate(args: argparse.Namespace) -> int:
     res = run.result()
     s = res.stats
     print(f"\n\n[{s.new_tokens} tokens in {s.seconds:.2f}s · {s.tokens_per_s:.1f} tok/s · "
-          f"{s.mean_accepted:.2f} tokens per target forward · method {args.method} · dtype {llm.precision}]", file=sys.stderr)
+          f"{s.mean_accepted:.2f} tokens per target forward · method {args.method}{_arms(s.arms)} · "
+          f"dtype {llm.precision}]", file=sys.stderr)
     if args.compare:
         cmp = _plain_comparison(llm, ids, options, res)
         print(f"[plain decoding: {cmp['tokens_per_s']:.1f} tok/s · speedup {cmp['speedup']:.2f}x · "
               f"identical output: {'yes' if cmp['identical'] else 'NO'}]", file=sys.stderr)
     return 0
+
+
+def _arms(arms: dict[str, int]) -> str:
+    """auto's steps per arm, e.g. ' (suffix 40, none 12)'; nothing for other methods."""
+    return f" ({', '.join(f'{a} {n}' for a, n in sorted(arms.items(), key=lambda x: -x[1]))})" if arms else ""
 
 
 def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,8 +186,8 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
             raise LeapError("--corpus goes with --method suffix")
         options["corpus_path"] = args.corpus
     if args.skip_layers:
-        if args.method != "layerskip":
-            raise LeapError("--skip-layers goes with --method layerskip")
+        if args.method not in ("layerskip", "auto"):
+            raise LeapError("--skip-layers goes with --method layerskip (or auto, as one of its arms)")
         options["skip_layers"] = args.skip_layers
     return options | _draft_model_options(args)
 
@@ -186,8 +195,8 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
 def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.method == "draft" and not args.draft_model:
         raise LeapError("--method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
-    if args.method != "draft" and (args.draft_model or args.draft_threshold is not None):
-        raise LeapError("--draft-model and --draft-threshold go with --method draft")
+    if args.method not in ("draft", "auto") and (args.draft_model or args.draft_threshold is not None):
+        raise LeapError("--draft-model and --draft-threshold go with --method draft (or auto, as one of its arms)")
     options: dict[str, Any] = {"draft_model": args.draft_model, "draft_dtype": args.draft_dtype} if args.draft_model else {}
     if args.draft_threshold is not None:
         options["draft_threshold"] = args.draft_threshold

@@ -10,6 +10,7 @@ batch's expected tokens per second (the marginal rule of FASER / BASS-style batc
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from leapdecode.step_cost import StepCost
@@ -35,13 +36,17 @@ class Acceptance:
         return self.accepted / (self.accepted + self.rejected)
 
 
-def plan_drafts(proposed: list[int], alphas: list[float], cost: StepCost) -> list[int]:
+def plan_drafts(proposed: list[int], alphas: list[float], cost: StepCost,
+                chances: Sequence[Sequence[float] | None] | None = None) -> list[int]:
     """proposed[i] tokens drafted for request i -> how many of them to verify, maximising expected
-    tokens per second of the whole batch. Draft j of request i (0-based) is worth alpha_i ** (j + 1)."""
+    tokens per second of the whole batch. Draft j of request i (0-based) is worth alpha_i ** (j + 1), or
+    chances[i][j] where the drafter gave its own estimate (auto does: the planner then trims by the same
+    numbers auto chose the draft by, so the two never pull against each other)."""
+    gains = [_gains(n, alphas[i], chances[i] if chances else None) for i, n in enumerate(proposed)]
     keep = [0] * len(proposed)
     rows = len(proposed)  # every request feeds its pending token
     expected = float(len(proposed))  # and yields at least that one
-    heap = [(-alphas[i], i) for i in range(len(proposed)) if proposed[i] > 0]
+    heap = [(-g[0], i) for i, g in enumerate(gains) if g]
     heapq.heapify(heap)
     while heap:
         neg_gain, i = heapq.heappop(heap)
@@ -53,5 +58,13 @@ def plan_drafts(proposed: list[int], alphas: list[float], cost: StepCost) -> lis
         rows += 1
         expected += gain
         if keep[i] < proposed[i]:
-            heapq.heappush(heap, (-gain * alphas[i], i))
+            heapq.heappush(heap, (-gains[i][keep[i]], i))
     return keep
+
+
+def _gains(proposed: int, alpha: float, chances: Sequence[float] | None) -> list[float]:
+    """The expected worth of each of a request's draft tokens, non-increasing (taking them best first is
+    then taking them in order)."""
+    if chances is not None and len(chances) >= proposed:
+        return [float(c) for c in chances[:proposed]]
+    return [alpha ** (j + 1) for j in range(proposed)]

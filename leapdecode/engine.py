@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -38,14 +39,20 @@ class Engine:
     def step(self, budget: int) -> list[int]:
         """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
         draft = self.propose(budget)
+        start = time.perf_counter()
         logits = self.model.forward(self.fed(draft)[None], self.cache.length, self.cache)[0]
-        return self.settle(draft, logits)
+        return self.settle(draft, logits, time.perf_counter() - start)
 
     def propose(self, budget: int) -> Draft:
         """The drafter's guess, at most min(draft length, budget) tokens and never past the cache."""
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
-        return self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+        if k <= 0:
+            return Draft.empty()
+        start = time.perf_counter()
+        draft = self.drafter.propose(self.view, k)
+        self.stats.draft_seconds += time.perf_counter() - start
+        return draft
 
     def fed(self, draft: Draft) -> Tensor:
         """What the target reads this step: the pending last token, then the draft. [k+1] int64"""
@@ -55,9 +62,12 @@ class Engine:
         """This sequence's share of a batched forward (see Scheduler)."""
         return Segment(self.fed(draft), self.cache.length, self.cache)
 
-    def settle(self, draft: Draft, logits: Tensor) -> list[int]:
-        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded."""
+    def settle(self, draft: Draft, logits: Tensor, forward_seconds: float = 0.0) -> list[int]:
+        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded.
+        forward_seconds: what the forward that produced the logits took (a batch's whole forward)."""
+        start = time.perf_counter()  # no sync needed: verification reads the logits, which waits for them
         verdict = self._verify(draft, logits)
+        self.stats.verify_seconds += forward_seconds + time.perf_counter() - start
         self._accept(draft, verdict)
         return verdict.tokens
 
@@ -71,8 +81,8 @@ class Engine:
         # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.
         self.cache.rollback(self.cache.length + 1 + verdict.accepted)
         self.tokens.extend(verdict.tokens)
+        start = time.perf_counter()
         self.drafter.commit(self.view, verdict.accepted)
+        self.stats.draft_seconds += time.perf_counter() - start
         self.draft_length.update(len(draft), verdict.accepted)
-        self.stats.target_forwards += 1
-        self.stats.drafted += len(draft)
-        self.stats.accepted += verdict.accepted
+        self.stats.count(len(draft), verdict.accepted, draft.arm)

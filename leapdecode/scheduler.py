@@ -173,8 +173,8 @@ class Scheduler:
         """One batched step for every running request: propose, plan, forward, settle."""
         self._propose()
         self._plan()
-        logits = self._forward()
-        self._settle(logits)
+        logits, seconds = self._forward()
+        self._settle(logits, seconds)
 
     def _admit(self) -> None:
         while len(self._running) < self.config.max_batch:
@@ -200,11 +200,12 @@ class Scheduler:
         if not self.config.adaptive:
             return
         keep = plan_drafts([len(t.draft) for t in self._running], [t.acceptance.alpha for t in self._running],
-                           self.cost)
+                           self.cost, [t.draft.chances for t in self._running])
         for t, n in zip(self._running, keep):
             t.draft = t.draft.prefix(n)
 
-    def _forward(self) -> Tensor:
+    def _forward(self) -> tuple[Tensor, float]:
+        """The batch's logits [sum T, V] and the seconds the forward took."""
         segments = [t.run.engine.segment(t.draft) for t in self._running]
         start = time.perf_counter()
         logits = self.network.forward_packed(segments)  # [sum T, V]
@@ -212,14 +213,15 @@ class Scheduler:
         self.cost.observe(rows, seconds)
         if self.on_step is not None:
             self.on_step(len(segments), rows, seconds)
-        return logits
+        return logits, seconds
 
-    def _settle(self, logits: Tensor) -> None:  # logits [sum T, V]
+    def _settle(self, logits: Tensor, seconds: float) -> None:  # logits [sum T, V]
         row = 0
         for t in self._running:
             k = len(t.draft)
             before = len(t.run.finisher.ids)
-            tokens = t.run.engine.settle(t.draft, logits[row : row + k + 1])
+            # Each request waited for the whole batch's forward: its verify time, as it experienced it.
+            tokens = t.run.engine.settle(t.draft, logits[row : row + k + 1], seconds)
             row += k + 1
             accepted = len(tokens) - 1
             t.acceptance.update(k, accepted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from statistics import median
 
 
 @dataclass(slots=True)
@@ -17,25 +18,43 @@ class StepCost:
     base: float = 0.010  # seconds; a prior until measured
     per_row: float = 0.001
     window: int = 64
+    # Fit the median time of each row count instead of every sample: one stalled forward (the OS, a
+    # collection) then moves nothing, where it would tilt a plain least-squares line for the whole window.
+    robust: bool = False
+    refit_every: int = 1  # observations between refits (a caller timing every step of one request batches them)
     samples: deque[tuple[int, float]] = field(default_factory=deque)
+    _since_fit: int = field(default=0, init=False, repr=False)
 
     def observe(self, rows: int, seconds: float) -> None:
         self.samples.append((rows, seconds))
         if len(self.samples) > self.window:
             self.samples.popleft()
-        self._fit()
+        self._since_fit += 1
+        if self._since_fit >= self.refit_every or len(self.samples) < self.refit_every:
+            self._since_fit = 0
+            self._fit()
 
     def seconds(self, rows: int) -> float:
         return self.base + self.per_row * rows
 
+    def _points(self) -> list[tuple[int, float, int]]:
+        """(rows, seconds, weight): every sample, or each row count's median weighted by its samples."""
+        if not self.robust:
+            return [(r, t, 1) for r, t in self.samples]
+        by_rows: dict[int, list[float]] = {}
+        for r, t in self.samples:
+            by_rows.setdefault(r, []).append(t)
+        return [(r, median(ts), len(ts)) for r, ts in by_rows.items()]
+
     def _fit(self) -> None:
-        n = len(self.samples)
-        mean_r = sum(r for r, _ in self.samples) / n
-        mean_t = sum(t for _, t in self.samples) / n
-        var = sum((r - mean_r) ** 2 for r, _ in self.samples)
+        points = self._points()
+        n = sum(w for _, _, w in points)
+        mean_r = sum(r * w for r, _, w in points) / n
+        mean_t = sum(t * w for _, t, w in points) / n
+        var = sum(w * (r - mean_r) ** 2 for r, _, w in points)
         if var < 1e-9:  # every sample at one size: keep the slope, move the line through them
             self.base = max(mean_t - self.per_row * mean_r, 1e-6)
             return
-        slope = sum((r - mean_r) * (t - mean_t) for r, t in self.samples) / var
+        slope = sum(w * (r - mean_r) * (t - mean_t) for r, t, w in points) / var
         self.per_row = max(slope, 1e-6)  # noise can tilt a line downwards; rows are never free of cost
         self.base = max(mean_t - self.per_row * mean_r, 1e-6)

@@ -53,10 +53,14 @@ class Draft:
 
     tokens: Tensor  # [k] int64, a chain
     probs: Tensor | None = None  # [k, V] the drafter's distribution; None for a deterministic drafter
+    # A meta-drafter (auto) says which of its arms drafted this, and how likely it thinks each draft token is
+    # to be accepted (the ones before it too), so a batch planner trims by its estimate, not a guess of its own.
+    arm: str = ""
+    chances: tuple[float, ...] | None = None  # [k] non-increasing; None: the drafter does not say
 
     @staticmethod
-    def empty() -> Draft:
-        return Draft(tokens=torch.empty(0, dtype=torch.long))
+    def empty(arm: str = "") -> Draft:
+        return Draft(tokens=torch.empty(0, dtype=torch.long), arm=arm)
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -65,7 +69,8 @@ class Draft:
         """The first n drafted tokens (a batch under load verifies less than was drafted)."""
         if n >= len(self):
             return self
-        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n])
+        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n], arm=self.arm,
+                     chances=None if self.chances is None else self.chances[:n])
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +84,38 @@ class Verdict:
 @dataclass(slots=True)
 class GenerationStats:
     new_tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole request, setup and prefill included
     target_forwards: int = 0  # decode forwards of the target (prefill not counted)
     drafted: int = 0  # draft tokens proposed
     accepted: int = 0  # draft tokens accepted
+    drafted_at: list[int] = field(default_factory=list)  # [i]: steps that verified a draft token at position i
+    accepted_at: list[int] = field(default_factory=list)  # [i]: steps that accepted draft token i
+    setup_seconds: float = 0.0  # drafter, cache and the prompt's prefill
+    draft_seconds: float = 0.0  # in the drafter: propose and commit
+    verify_seconds: float = 0.0  # the target's forward over the draft, and verification
+    arms: dict[str, int] = field(default_factory=dict)  # meta-drafter (auto): steps drafted by each arm
+
+    def count(self, drafted: int, accepted: int, arm: str) -> None:
+        """One step's verified draft: `drafted` tokens, of which the first `accepted` were kept."""
+        self.target_forwards += 1
+        self.drafted += drafted
+        self.accepted += accepted
+        if len(self.drafted_at) < drafted:
+            grow = drafted - len(self.drafted_at)
+            self.drafted_at.extend([0] * grow)
+            self.accepted_at.extend([0] * grow)
+        for i in range(drafted):
+            self.drafted_at[i] += 1
+        for i in range(accepted):
+            self.accepted_at[i] += 1
+        if arm:
+            self.arms[arm] = self.arms.get(arm, 0) + 1
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Everything else in the step loop: the engine's bookkeeping, stopping checks, streaming, a batch's
+        other requests (the clocks are independent, so rounding may leave a hair below zero: floored)."""
+        return max(self.seconds - self.setup_seconds - self.draft_seconds - self.verify_seconds, 0.0)
 
     @property
     def tokens_per_s(self) -> float:
@@ -93,7 +126,7 @@ class GenerationStats:
         """Tokens emitted per target forward (1.0 for plain decoding)."""
         return self.new_tokens / self.target_forwards if self.target_forwards else 0.0
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "new_tokens": self.new_tokens,
             "seconds": round(self.seconds, 4),
@@ -102,6 +135,13 @@ class GenerationStats:
             "mean_accepted": round(self.mean_accepted, 4),
             "drafted": self.drafted,
             "accepted": self.accepted,
+            "drafted_at": list(self.drafted_at),
+            "accepted_at": list(self.accepted_at),
+            "setup_seconds": round(self.setup_seconds, 6),
+            "draft_seconds": round(self.draft_seconds, 6),
+            "verify_seconds": round(self.verify_seconds, 6),
+            "overhead_seconds": round(self.overhead_seconds, 6),
+            "arms": dict(self.arms),
         }
 
 

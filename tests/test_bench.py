@@ -1,4 +1,5 @@
-"""The benchmark harness: prompt sets, summary math, report files, divergence finding. No model generation."""
+"""The benchmark harness: prompt sets, summary math, report files, divergence finding; model generation only in
+one tiny end-to-end run (the engine's breakdown: acceptance by position, time per step, its plots)."""
 
 from __future__ import annotations
 
@@ -412,3 +413,62 @@ def test_terminal_table_keeps_method_names() -> None:
     out = io.StringIO()
     print_table(assemble({}, {}, records, []), Console(file=out, width=80))
     assert "llamacpp-pld" in out.getvalue() and "llamacpp " in out.getvalue()
+
+
+# --- the engine's breakdown: acceptance by draft position, time per step, auto's arms, memory --------------------
+
+
+def _engine_rec(method: str, pid: str, drafted_at: list[int], accepted_at: list[int], arms: dict[str, int]) -> RunRecord:
+    stats = {"target_forwards": 4, "drafted_at": drafted_at, "accepted_at": accepted_at, "draft_seconds": 0.004,
+             "verify_seconds": 0.04, "overhead_seconds": 0.002, "arms": arms}
+    return RunRecord(method, pid, "a", 5, [1, 2, 3, 4, 5, 6], 0.1, 1.5, "length", 100.0, stats)
+
+
+def test_breakdown_sums_prompts_and_reports_sections(tmp_path: Path) -> None:
+    records = _synthetic_records() + [
+        _engine_rec("auto", "1", [3, 2, 1], [2, 1, 0], {"suffix": 3, "none": 1}),
+        _engine_rec("auto", "2", [1], [1], {"ngram": 1, "none": 3}),
+        _engine_rec("none", "1", [], [], {}),
+    ]
+    results = assemble({"model": "m"}, {}, records, [], models_rss={"auto": 812.0, "none": 800.0})
+    auto = results["methods"]["auto"]
+    assert auto["drafted_at"] == [4, 2, 1] and auto["accepted_at"] == [3, 1, 0]
+    assert auto["acceptance_at"] == [0.75, 0.5, 0.0]
+    assert auto["steps"] == 8 and auto["step_ms"] == pytest.approx({"draft": 1.0, "verify": 10.0, "overhead": 0.5})
+    assert auto["arms"] == {"suffix": 3, "none": 4, "ngram": 1} and auto["peak_rss_models_mb"] == 812.0
+    assert "step_ms" not in results["methods"]["hf"] and results["methods"]["hf"]["peak_rss_models_mb"] is None
+    md = markdown(results)
+    assert "| auto | 75% | 50% | 0% |" in md  # acceptance by position; none drafted nothing: no row
+    assert "| auto | 8 | 1.00 | 10.00 | 0.50 | 11.50 |" in md and "| none | 4 |" in md
+    assert "auto chose, per step: none 50%, suffix 38%, ngram 12%" in md
+    assert "| auto | 812 |" in md
+    paths = write_report(results, tmp_path)
+    assert paths["acceptance"].read_bytes()[:4] == b"\x89PNG" and paths["time_split"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tiny_bench_run_with_auto_writes_the_breakdown(llm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from leapdecode.bench import harness
+
+    monkeypatch.setattr(harness, "LLM", lambda model, dtype: llm)  # the session's model: no second load
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # run_bench sets it: restored after the test
+    threads = torch.get_num_threads()
+    try:
+        cfg = BenchConfig(methods=("none", "auto"), limit=2, max_new_tokens=16, warmup=0, out=tmp_path, threads=threads)
+        results = harness.run_bench(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["methods"] == json.loads(json.dumps(results["methods"]))
+    for method in ("none", "auto"):
+        m = saved["methods"][method]
+        assert m["prompts"] == 2 and m["tokens_per_s"] > 0 and "exact_match_vs_plain" in m  # earlier fields
+        assert m["steps"] >= 2 and set(m["step_ms"]) == {"draft", "verify", "overhead"}
+        assert m["step_ms"]["verify"] > 0 and m["peak_rss_models_mb"] > 0
+        assert len(m["acceptance_at"]) == len(m["drafted_at"])
+    assert saved["methods"]["auto"]["exact_match_vs_plain"] == 1.0
+    assert sum(saved["methods"]["auto"]["arms"].values()) >= saved["methods"]["auto"]["steps"] - 2
+    assert all(r["engine_stats"]["drafted_at"] is not None for r in saved["records"])
+    for name in ("acceptance.png", "time_split.png", "speedup.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / "report.md").read_text()
+    assert "## Time per step" in md and "## Memory" in md

@@ -39,7 +39,7 @@ class BenchConfig:
     dtype: str = "auto"
     threads: int = 2
     warmup: int = 1  # prompts run by every method before timing starts, not counted
-    draft_model: str | None = None  # known name or path of the draft for the draft and hf-assist methods
+    draft_model: str | None = None  # known name or path of the draft for draft and hf-assist (and an arm of auto)
     draft_dtype: str = "auto"  # our draft's own precision (hf-assist runs transformers' draft at --dtype)
     skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
 
@@ -58,8 +58,8 @@ class BenchConfig:
         needing = [m for m in self.methods if m in DRAFT_MODEL_METHODS]
         if needing and not self.draft_model:
             raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
-        if self.skip_layers and "layerskip" not in self.methods:
-            raise LeapError("--skip-layers goes with the layerskip method")
+        if self.skip_layers and not {"layerskip", "auto"} & set(self.methods):
+            raise LeapError("--skip-layers goes with the layerskip method (or auto, as one of its arms)")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 

@@ -21,11 +21,13 @@ from leapdecode.bench.llamacpp_baseline import (
 )
 from leapdecode.bench.machine import machine_info
 from leapdecode.bench.prompts import BenchPrompt, load_prompts
-from leapdecode.bench.record import RunRecord
+from leapdecode.bench.record import RunRecord, peak_rss_mb
 from leapdecode.bench.report import assemble, print_table, write_report
 from leapdecode.bench.runner import EncodedPrompt, run_interleaved, warm_up
 from leapdecode.bench.summary import REFERENCE
 from leapdecode.models.loader import resolve_checkpoint
+
+DRAFT_USERS = ("draft", "auto")  # engine methods that draft with --draft-model when it is given
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -35,6 +37,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     measured, warm = _split(load_prompts(cfg.prompts), cfg)  # first: a bad prompt file fails before a model load
     gguf = _llamacpp_gguf(cfg)  # likewise: no llama-cpp-python, or a model with no GGUF, fails before any load
     llm = LLM(model=cfg.model, dtype=cfg.dtype)
+    models_rss = _models_rss(llm, cfg)  # before any baseline loads a model of its own
     prompts, warm_prompts = _encode(llm, measured), _encode(llm, warm)
     needs_hf = any(m in HF_METHODS for m in cfg.methods)
     # The engine's own stop tokens, so every side stops on the same ids.
@@ -48,10 +51,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    options = {"draft": {"draft_model": cfg.draft_model, "draft_dtype": cfg.draft_dtype}} if cfg.draft_model else {}
-    if cfg.skip_layers:
-        options["layerskip"] = {"skip_layers": cfg.skip_layers}
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
+    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, _drafter_options(cfg))
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
     # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain
@@ -60,11 +60,30 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     divergences = _divergences(records, prompts, baseline) if same_weights else []
     config = asdict(cfg) | {"out": str(cfg.out_dir), "prompt_count": len(prompts), "precision": precision}
     config |= {"hf_dtype": str(_hf_dtype(precision)).removeprefix("torch.")} if needs_hf else {}
-    results = assemble(config, machine_info(), records, divergences)
+    results = assemble(config, machine_info(), records, divergences, models_rss)
     paths = write_report(results, cfg.out_dir)
     print_table(results)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return results
+
+
+def _drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
+    """Per engine method, the options the flags give it; auto gets every arm the flags make possible."""
+    draft = {"draft_model": cfg.draft_model, "draft_dtype": cfg.draft_dtype} if cfg.draft_model else {}
+    skip = {"skip_layers": cfg.skip_layers} if cfg.skip_layers else {}
+    return {"draft": draft, "layerskip": skip, "auto": draft | skip}
+
+
+def _models_rss(llm: Any, cfg: BenchConfig) -> dict[str, float]:
+    """Method -> the process's peak RSS once the models it runs on are loaded: the target, plus the draft for
+    the methods that draft with it (loaded here, once; the LLM keeps it for them)."""
+    target = peak_rss_mb()
+    with_draft = target
+    if cfg.draft_model and any(m in DRAFT_USERS for m in cfg.methods):
+        llm.drafts.load(cfg.draft_model, cfg.draft_dtype)
+        with_draft = peak_rss_mb()
+    return {m: with_draft if m in DRAFT_USERS and cfg.draft_model else target
+            for m in cfg.methods if m not in HF_METHODS + LLAMACPP_METHODS}
 
 
 def _llamacpp_gguf(cfg: BenchConfig) -> Path | None:

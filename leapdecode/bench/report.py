@@ -1,4 +1,5 @@
-"""The benchmark's outputs: results.json (everything), report.md (the table), speedup.png, and a terminal table."""
+"""The benchmark's outputs: results.json (everything), report.md (the tables), speedup.png, acceptance.png and
+time_split.png (engine methods), and a terminal table."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from leapdecode.bench.breakdown import STEP_PARTS
+from leapdecode.bench.breakdown_chart import (
+    engine_methods,
+    plot_acceptance,
+    plot_time_split,
+)
 from leapdecode.bench.chart import plot_speedup
 from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS
 from leapdecode.bench.divergence import Divergence
@@ -18,6 +25,11 @@ from leapdecode.models.precision import QUANTIZED
 
 TPS_NOTE = "tokens_per_s = total new tokens / total wall seconds over prompts (prefill included)"
 RSS_NOTE = "peak RSS is the whole process's high-water mark (all methods and all model copies share it)"
+MODELS_RSS_NOTE = ("peak RSS with models: the process's high-water mark once the engine's target (and, for methods "
+                   "that draft with one, the draft model) was loaded, before any baseline's model")
+SPLIT_NOTE = ("time per step: the engine's own clocks per target forward; draft = the drafter's propose and commit, "
+              "verify = the target's forward and verification, overhead = the rest of the step loop")
+POSITIONS_SHOWN = 8  # draft positions in the report's acceptance table (results.json has all)
 LLAMACPP_NOTE = (
     "llamacpp, llamacpp-pld: llama-cpp-python on the same GGUF file, prompt ids, stop ids and thread count. "
     "llama.cpp computes on the quantized weights as stored (with 8-bit-quantized activations) where hf and the "
@@ -29,15 +41,19 @@ LLAMACPP_NOTE = (
 
 
 def assemble(
-    config: dict[str, Any], machine: dict[str, Any], records: list[RunRecord], divergences: list[Divergence]
+    config: dict[str, Any], machine: dict[str, Any], records: list[RunRecord], divergences: list[Divergence],
+    models_rss: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Everything a reader needs to check the numbers, as plain JSON-able data."""
+    """Everything a reader needs to check the numbers, as plain JSON-able data. models_rss: method -> peak RSS
+    with its models loaded."""
     with_llamacpp = any(r.method in LLAMACPP_METHODS for r in records)
+    with_engine = any(r.engine_stats for r in records)
+    notes = [RSS_NOTE, TPS_NOTE] + ([MODELS_RSS_NOTE] if models_rss else []) + ([SPLIT_NOTE] if with_engine else [])
     return {
         "config": config,
         "machine": machine,
-        "methods": summarise(records),
-        "notes": [RSS_NOTE, TPS_NOTE] + ([LLAMACPP_NOTE] if with_llamacpp else []),
+        "methods": summarise(records, models_rss),
+        "notes": notes + ([LLAMACPP_NOTE] if with_llamacpp else []),
         "divergences": [d.as_dict() for d in divergences],
         "records": [r.as_dict() for r in records],
     }
@@ -49,6 +65,10 @@ def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(results, indent=2) + "\n")
     paths["markdown"].write_text(markdown(results))
     plot_speedup(results["methods"], paths["chart"])
+    if engine_methods(results["methods"]):
+        paths["acceptance"], paths["time_split"] = out_dir / "acceptance.png", out_dir / "time_split.png"
+        plot_acceptance(results["methods"], paths["acceptance"])
+        plot_time_split(results["methods"], paths["time_split"])
     return paths
 
 
@@ -87,6 +107,8 @@ def markdown(results: dict[str, Any]) -> str:
         *[f"- {note}" for note in results.get("notes", [])],
         "",
         *_category_section(results["methods"]),
+        *_breakdown_section(results["methods"]),
+        *_memory_section(results["methods"]),
         *_divergence_section(results["divergences"], _unchecked(results)),
     ]
     return "\n".join(lines) + "\n"
@@ -106,6 +128,42 @@ def _category_section(methods: dict[str, dict[str, Any]]) -> list[str]:
     header = ["category"] + list(methods)
     rows = [[c] + [_x(_category_speedup(s, c)) for s in methods.values()] for c in categories]
     return ["## Speedup vs hf by category", "", *_md_table(header, rows), ""]
+
+
+def _breakdown_section(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """Acceptance by draft position, time per step by part, and auto's choices, for the engine's methods."""
+    names = engine_methods(methods)
+    if not names:
+        return []
+    header = ["method", "steps"] + [f"{p} ms" for p in STEP_PARTS] + ["ms per step"]
+    rows = [[m, str(methods[m]["steps"])] + [f"{methods[m]['step_ms'][p]:.2f}" for p in STEP_PARTS]
+            + [f"{sum(methods[m]['step_ms'].values()):.2f}"] for m in names]
+    lines = _acceptance_table(methods, names) + ["## Time per step", "", *_md_table(header, rows), ""]
+    for m in names:
+        if methods[m]["arms"]:
+            lines += [f"{m} chose, per step: {_shares(methods[m]['arms'])}", ""]
+    return lines
+
+
+def _acceptance_table(methods: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+    drafting = [m for m in names if methods[m]["acceptance_at"]]
+    if not drafting:
+        return []
+    shown = min(POSITIONS_SHOWN, max(len(methods[m]["acceptance_at"]) for m in drafting))
+    rows = [[m] + [_pct(r) for r in (methods[m]["acceptance_at"] + [None] * shown)[:shown]] for m in drafting]
+    return ["## Acceptance by draft position", "",
+            "Of the steps whose verified draft reached position i, the share that accepted token i.", "",
+            *_md_table(["method"] + [str(i + 1) for i in range(shown)], rows), ""]
+
+
+def _shares(counts: dict[str, int]) -> str:
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{arm} {100 * n / total:.0f}%" for arm, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
+def _memory_section(methods: dict[str, dict[str, Any]]) -> list[str]:
+    rows = [[m, f"{s['peak_rss_models_mb']:.0f}"] for m, s in methods.items() if s.get("peak_rss_models_mb")]
+    return ["## Memory", "", *_md_table(["method", "peak RSS with models MB"], rows), ""] if rows else []
 
 
 def _category_speedup(stats: dict[str, Any], category: str) -> float | None:

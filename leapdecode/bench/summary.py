@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from leapdecode.bench.breakdown import breakdown
 from leapdecode.bench.record import RunRecord
 
 REFERENCE = "hf"  # plain transformers greedy: the output every method must reproduce and the speed to beat
@@ -23,8 +24,9 @@ def own_plain(method: str) -> str:
     return "" if method in OUTSIDE or method == "none" else "none"
 
 
-def summarise(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
-    """Method -> overall stats plus a per-category breakdown, methods in first-seen order (unrounded)."""
+def summarise(records: list[RunRecord], models_rss: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Method -> overall stats plus a per-category breakdown, methods in first-seen order (unrounded).
+    models_rss: method -> peak RSS with its models loaded (engine methods; see harness)."""
     by_method = _group(records, lambda r: r.method)
     reference = {r.prompt_id: r.token_ids for r in by_method.get(REFERENCE, [])}
     out: dict[str, dict[str, Any]] = {}
@@ -33,8 +35,9 @@ def summarise(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
         out[method] = _stats(recs, reference) | {
             "exact_match_vs_plain": _exact_match(recs, plain),  # None: no plain counterpart ran
             "peak_rss_mb": max(r.peak_rss_mb for r in recs),
+            "peak_rss_models_mb": (models_rss or {}).get(method),
             "by_category": {cat: _stats(rs, reference) for cat, rs in _group(recs, lambda r: r.category).items()},
-        }
+        } | breakdown(recs)
     _add_speedups(out)
     return out
 

@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leapdecode.drafters.auto import AutoDrafter
+from leapdecode.drafters.auto_arms import build_arms
+from leapdecode.drafters.auto_memory import AutoMemory
 from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.drafters.layerskip import LayerSkipDrafter
@@ -56,17 +59,26 @@ def _layerskip(
     return LayerSkipDrafter(network, skip, threshold, max_draft=draft_length)
 
 
+def _auto(arms: str | Sequence[str] | None = None, *, resources: Mapping[str, Any] | None = None,
+          auto_memory: AutoMemory | None = None, **options: Any) -> AutoDrafter:
+    """arms: restrict the choice ("suffix,ngram"); options: what its arms take (draft_model, ...), each arm
+    built from the same resources as the method alone. auto_memory: what earlier requests measured."""
+    return AutoDrafter(build_arms(make_drafter, options, resources or {}, arms), auto_memory)
+
+
 _FACTORIES: dict[str, Callable[..., Drafter]] = {
     "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model, "layerskip": _layerskip,
+    "auto": _auto,
 }
-DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip")
+DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip", "auto")
 
 
 def required_options(method: str) -> tuple[str, ...]:
     """The options a method cannot run without (draft: draft_model). A factory's keyword-only parameters
     are resources the caller supplies, not options."""
     params = inspect.signature(_FACTORIES[method]).parameters.values()
-    return tuple(p.name for p in params if p.default is p.empty and p.kind != p.KEYWORD_ONLY)
+    resources = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
+    return tuple(p.name for p in params if p.default is p.empty and p.kind not in resources)
 
 
 def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **options: Any) -> Drafter:
@@ -81,6 +93,8 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
         raise InvalidRequest(f"draft method {method!r} needs the option(s) {', '.join(missing)}")
     wanted = inspect.signature(factory).parameters
     given = {k: v for k, v in (resources or {}).items() if k in wanted and k not in options}
+    if "resources" in wanted:  # a drafter over drafters (auto) builds its arms with all of them
+        given["resources"] = dict(resources or {})
     try:  # name a misspelt option here rather than surface a TypeError from deep inside
         inspect.signature(factory).bind(**options, **given)
     except TypeError as e:
@@ -89,7 +103,8 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
 
 
 __all__ = [
-    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "LayerSkipDrafter", "NgramDrafter", "NoDrafter",
+    "DRAFTER_METHODS", "AutoDrafter", "AutoMemory", "DraftModelDrafter", "Drafter", "LayerSkipDrafter",
+    "NgramDrafter", "NoDrafter",
     "SkipLayers", "SuffixDrafter",
     "make_drafter", "required_options",
 ]

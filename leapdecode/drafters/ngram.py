@@ -20,6 +20,7 @@ class NgramDrafter:
         if not 1 <= min_n <= max_n:
             raise InvalidRequest(f"ngram drafter needs 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         self.max_n, self.min_n = max_n, min_n
+        self.match_len = 0  # n of the n-gram the last proposal copied after; 0: none matched
         self._reset()
 
     def _reset(self) -> None:
@@ -48,12 +49,14 @@ class NgramDrafter:
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._ingest(ctx)
         toks, size = ctx.tokens, len(ctx.tokens)
+        self.match_len = 0
         if k <= 0:
             return Draft.empty()
         for n in range(min(self.max_n, size - 1), self.min_n - 1, -1):
             hit = self._index[n].get(tuple(toks[size - n :]))
             if hit is None:
                 continue
+            self.match_len = n
             latest, older = hit
             # The latest occurrence may sit so close to the tail that fewer than k tokens follow it;
             # the one before always has more, and is the only fallback kept, so lookup stays O(1).

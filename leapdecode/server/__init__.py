@@ -18,7 +18,7 @@ class ServerConfig:
     max_queue: int = 64
     adaptive: bool = True  # back speculation off under load, by measured step cost
     shutdown_grace: float = 30.0  # seconds running requests get to finish on SIGTERM
-    draft_model: str | None = None  # method "draft": the drafting model, loaded at start
+    draft_model: str | None = None  # methods "draft" and "auto" (as one of its arms): the drafting model, loaded at start
     draft_dtype: str = "auto"  # the draft's own precision (models/draft_models.py)
 
     def __post_init__(self) -> None:
@@ -45,7 +45,9 @@ def build_app(config: ServerConfig):
     method_options = {}
     if config.draft_model:
         llm.drafts.load(config.draft_model, config.draft_dtype)  # load (and check its tokenizer) now
-        method_options["draft"] = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype}
+        draft = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype}
+        method_options["draft"] = draft
+        method_options["auto"] = dict(draft)  # an arm auto may choose
     service = Service(llm, scheduler, config.served_name or config.model, config.method, method_options)
     return create_app(service, config.shutdown_grace)
 

@@ -77,7 +77,8 @@ class Service:
             "prompt_tokens": len(run.prompt_ids), "completion_tokens": len(res.token_ids),
             "total_tokens": len(run.prompt_ids) + len(res.token_ids),
             "speculation": {"method": run.opts.method, "accepted_per_forward": round(s.mean_accepted, 4),
-                            "target_forwards": s.target_forwards, "drafted": s.drafted, "accepted": s.accepted},
+                            "target_forwards": s.target_forwards, "drafted": s.drafted, "accepted": s.accepted}
+                           | ({"arms": dict(s.arms)} if s.arms else {}),  # auto: steps each arm drafted
         }
 
 

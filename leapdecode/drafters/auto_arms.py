@@ -1,0 +1,68 @@
+"""The arms auto may choose from: each a registered method with its options. Adding one is one line of ARMS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from leapdecode.drafters.auto import PLAIN, ArmDrafter
+from leapdecode.drafters.base import Drafter
+from leapdecode.errors import InvalidRequest
+from leapdecode.types import SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    method: str  # a name make_drafter knows
+    cheap: bool = False  # model-free: auto proposes it every step and scores it for free
+    options: Mapping[str, Any] = field(default_factory=dict)  # fixed options of the method
+    takes: tuple[str, ...] = ()  # auto's own options passed on to the method when the request gives them
+    needs: tuple[str, ...] = ()  # of which these must be given, else the arm is left out
+    name: str = ""  # what stats and `arms=` call it; the method's name by default
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("suffix", cheap=True),
+    Arm("ngram", cheap=True),
+    Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
+    Arm("layerskip", takes=("skip_layers",), needs=("skip_layers",)),
+)
+AUTO_OPTIONS = tuple(sorted({o for arm in ARMS for o in arm.takes}))  # ("draft_model", ...)
+
+
+def build_arms(make: Callable[..., Drafter], given: Mapping[str, Any], resources: Mapping[str, Any],
+               only: str | Sequence[str] | None = None) -> list[ArmDrafter]:
+    """The arms this request can run: every one whose needed options are given (or those named in `only`).
+
+    Arms draft deterministically (greedy params): verification of a deterministic draft then samples the
+    target's own token at each position, so a seeded request gets the same text whichever arm ran when."""
+    unknown = sorted(set(given) - set(AUTO_OPTIONS))
+    if unknown:
+        raise InvalidRequest(f"auto takes the options arms, {', '.join(AUTO_OPTIONS)}; not {', '.join(unknown)}")
+    arms = [a for a in ARMS if all(o in given for o in a.needs)]
+    if only is not None:
+        arms = _named(arms, only)
+    drafting = dict(resources) | {"params": SamplingParams()}
+    return [ArmDrafter(a.label, make(a.method, drafting, **dict(a.options), **_taken(a, given)), a.cheap)
+            for a in arms]
+
+
+def _named(arms: list[Arm], only: str | Sequence[str]) -> list[Arm]:
+    """The arms `only` names ("suffix,ngram"; "none" alone: plain decoding, as auto can always choose it)."""
+    names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only) if n.strip()]
+    available = {a.label: a for a in arms}
+    missing = [n for n in names if n not in available and n != PLAIN]
+    if missing or not names:
+        known = ", ".join([PLAIN, *available])
+        raise InvalidRequest(f"auto arms {','.join(names)!r}: choose from {known} (draft needs draft_model, "
+                             f"layerskip skip_layers)")
+    return [available[n] for n in names if n != PLAIN]
+
+
+def _taken(arm: Arm, given: Mapping[str, Any]) -> dict[str, Any]:
+    return {o: given[o] for o in arm.takes if o in given}
