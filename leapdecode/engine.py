@@ -12,7 +12,7 @@ from leapdecode.drafters.base import Drafter
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
-from leapdecode.verify import verify_greedy, verify_sampling
+from leapdecode.verify import accept_greedy, verify_sampling
 
 
 class Engine:
@@ -25,6 +25,7 @@ class Engine:
         self.cache = model.new_cache(capacity)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
         self.rng = rng if rng is not None else PositionRng.for_seed(params.seed)
+        self._observe = getattr(drafter, "observe", None)  # optional: the target's argmax at every fed row
         self.stats = GenerationStats()
         self._prefill()
 
@@ -56,16 +57,29 @@ class Engine:
         return Segment(self.fed(draft), self.cache.length, self.cache)
 
     def settle(self, draft: Draft, logits: Tensor) -> list[int]:
-        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded."""
-        verdict = self._verify(draft, logits)
+        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded.
+
+        A drafter with an observe(ctx, draft, predicted) method is shown the target's argmax at every fed
+        row first (predicted[0]: after the pending token, predicted[i+1]: after draft token i)."""
+        predicted = self._predicted(logits)
+        verdict = self._verify(draft, logits, predicted)
+        if self._observe is not None:  # before commit, so the drafter's commit can use what it saw
+            self._observe(self.view, draft, predicted)
         self._accept(draft, verdict)
         return verdict.tokens
 
-    def _verify(self, draft: Draft, logits: Tensor) -> Verdict:
+    def _predicted(self, logits: Tensor) -> list[int] | None:
+        """The target's argmax at every fed row: greedy verification reads it, and so does an observing
+        drafter. One host sync, taken only when someone reads it."""
+        if self.params.greedy or self._observe is not None:
+            return logits.argmax(dim=-1).tolist()
+        return None
+
+    def _verify(self, draft: Draft, logits: Tensor, predicted: list[int] | None) -> Verdict:
         if self.params.greedy:
-            return verify_greedy(draft, logits)
+            return accept_greedy(draft, predicted)
         gens = [self.rng.at(len(self.tokens) + i) for i in range(len(draft) + 1)]  # the positions verified
-        return verify_sampling(draft, target_probs(logits, self.params), gens)
+        return verify_sampling(draft, target_probs(logits[: len(draft) + 1], self.params), gens)
 
     def _accept(self, draft: Draft, verdict: Verdict) -> None:
         # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
+from leapdecode.drafters.jacobi import JacobiDrafter
 from leapdecode.drafters.layerskip import LayerSkipDrafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.drafters.skip_layers import SkipLayers
@@ -57,8 +58,9 @@ def _layerskip(
 
 _FACTORIES: dict[str, Callable[..., Drafter]] = {
     "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model, "layerskip": _layerskip,
+    "jacobi": JacobiDrafter,
 }
-DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip")
+DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip", "jacobi", ...)
 
 
 def required_options(method: str) -> tuple[str, ...]:
@@ -88,7 +90,7 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
 
 
 __all__ = [
-    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "LayerSkipDrafter", "NgramDrafter", "NoDrafter",
+    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "JacobiDrafter", "LayerSkipDrafter", "NgramDrafter", "NoDrafter",
     "SkipLayers", "SuffixDrafter",
     "make_drafter", "required_options",
 ]
