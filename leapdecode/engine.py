@@ -9,6 +9,7 @@ from torch import Tensor
 
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
+from leapdecode.layout import chain_visibility, with_extra
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
@@ -39,25 +40,34 @@ class Engine:
     def step(self, budget: int) -> list[int]:
         """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
         draft = self.propose(budget)
-        logits = self.model.forward(self.fed(draft)[None], self.cache.length, self.cache)[0]
+        logits = self.model.forward_packed([self.segment(draft)])
         return self.settle(draft, logits)
 
     def propose(self, budget: int) -> Draft:
-        """The drafter's guess, at most min(draft length, budget) tokens and never past the cache."""
+        """The drafter's guess, at most min(draft length, budget) tokens and never past the cache: extra
+        rows that would not fit in it (near the end of a request) are left out."""
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
-        return self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+        draft = self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+        return draft if draft.rows <= room + 1 else draft.without_extra()
 
     def fed(self, draft: Draft) -> Tensor:
-        """What the target reads this step: the pending last token, then the draft. [k+1] int64"""
-        return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens])
+        """What the target reads this step: the pending last token, the draft, its extra rows. [rows] int64"""
+        extra = [draft.extra.tokens] if draft.extra is not None else []
+        return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens, *extra])
 
     def segment(self, draft: Draft) -> Segment:
-        """This sequence's share of a batched forward (see Scheduler)."""
-        return Segment(self.fed(draft), self.cache.length, self.cache)
+        """This sequence's share of a batched forward (see Scheduler). Extra rows bring a mask and
+        positions of their own (layout.py); a plain chain keeps the causal default."""
+        start = self.cache.length
+        if draft.extra is None:
+            return Segment(self.fed(draft), start, self.cache)
+        n = len(draft) + 1
+        mask, positions = with_extra(chain_visibility(n), torch.arange(n), draft.extra, start)
+        return Segment(self.fed(draft), start, self.cache, mask, positions)
 
     def settle(self, draft: Draft, logits: Tensor) -> list[int]:
-        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded.
+        """Verify the draft against the target's logits [rows, V], keep what passed; the tokens yielded.
 
         A drafter with an observe(ctx, draft, predicted) method is shown the target's argmax at every fed
         row first (predicted[0]: after the pending token, predicted[i+1]: after draft token i)."""

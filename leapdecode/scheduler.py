@@ -219,8 +219,8 @@ class Scheduler:
         for t in self._running:
             k = len(t.draft)
             before = len(t.run.finisher.ids)
-            tokens = t.run.engine.settle(t.draft, logits[row : row + k + 1])
-            row += k + 1
+            tokens = t.run.engine.settle(t.draft, logits[row : row + t.draft.rows])
+            row += t.draft.rows
             accepted = len(tokens) - 1
             t.acceptance.update(k, accepted)
             t.run.push(tokens)

@@ -48,11 +48,31 @@ class SeqView:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtraRows:
+    """Rows fed after a draft's own that are never accepted: Lookahead's window of Jacobi guesses, which
+    the target iterates in the same forward that verifies the draft.
+
+    The target's argmax at these rows reaches the drafter (Drafter.observe); their KV lies past every
+    draft row's, so the roll-back after verification discards it. An extra row sees every committed slot,
+    the pending token (row 0) and the extra rows `sees` marks, at rope position pending + offset. No draft
+    row sees an extra row and no extra row sees a draft row, so a draft cut short keeps them valid.
+    """
+
+    tokens: Tensor  # [E] int64
+    offsets: Tensor  # [E] int64, >= 1: rope position minus the pending token's
+    sees: Tensor  # [E, E] bool: extra row i may attend to extra row j (itself included)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
 class Draft:
     """Guessed continuation of a sequence. Empty when the drafter has nothing worth verifying."""
 
     tokens: Tensor  # [k] int64, a chain
     probs: Tensor | None = None  # [k, V] the drafter's distribution; None for a deterministic drafter
+    extra: ExtraRows | None = None  # rows fed after the draft's, observed but never accepted
 
     @staticmethod
     def empty() -> Draft:
@@ -61,11 +81,21 @@ class Draft:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    @property
+    def rows(self) -> int:
+        """Rows this draft adds to a forward: the pending token, the draft tokens, the extra rows."""
+        return 1 + len(self) + (len(self.extra) if self.extra is not None else 0)
+
     def prefix(self, n: int) -> Draft:
-        """The first n drafted tokens (a batch under load verifies less than was drafted)."""
+        """The first n drafted tokens (a batch under load verifies less than was drafted). Cut to nothing,
+        speculation does not pay for this request in this batch: the extra rows go too."""
         if n >= len(self):
             return self
-        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n])
+        extra = self.extra if n > 0 else None
+        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n], extra=extra)
+
+    def without_extra(self) -> Draft:
+        return self if self.extra is None else Draft(tokens=self.tokens, probs=self.probs)
 
 
 @dataclass(frozen=True, slots=True)

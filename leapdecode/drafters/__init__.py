@@ -11,6 +11,7 @@ from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.drafters.jacobi import JacobiDrafter
 from leapdecode.drafters.layerskip import LayerSkipDrafter
+from leapdecode.drafters.lookahead import LookaheadDrafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.drafters.skip_layers import SkipLayers
 from leapdecode.drafters.skip_store import found_skip_layers
@@ -56,9 +57,17 @@ def _layerskip(
     return LayerSkipDrafter(network, skip, threshold, max_draft=draft_length)
 
 
+def _lookahead(window: int = 4, ngram: int = 4, guesses: int = 3, *, network: Any = None) -> LookaheadDrafter:
+    drafter = LookaheadDrafter(window, ngram, guesses)  # bad options first: they are the request's problem
+    if network is not None and not hasattr(network, "num_layers"):
+        raise InvalidRequest("lookahead feeds rows with positions and an attention mask of their own: it needs "
+                             "leapdecode's llama code (not the transformers fallback)")
+    return drafter
+
+
 _FACTORIES: dict[str, Callable[..., Drafter]] = {
     "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model, "layerskip": _layerskip,
-    "jacobi": JacobiDrafter,
+    "jacobi": JacobiDrafter, "lookahead": _lookahead,
 }
 DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip", "jacobi", ...)
 
@@ -90,7 +99,7 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
 
 
 __all__ = [
-    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "JacobiDrafter", "LayerSkipDrafter", "NgramDrafter", "NoDrafter",
+    "DRAFTER_METHODS", "DraftModelDrafter", "Drafter", "JacobiDrafter", "LayerSkipDrafter", "LookaheadDrafter", "NgramDrafter", "NoDrafter",
     "SkipLayers", "SuffixDrafter",
     "make_drafter", "required_options",
 ]
