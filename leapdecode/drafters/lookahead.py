@@ -41,12 +41,15 @@ class LookaheadDrafter:
         self._window: LookaheadWindow | None = None
         self._fed: ExtraRows | None = None  # the window rows of the last proposal
         self._seen = 0  # committed tokens whose n-grams are in the pool
+        self._branches: list[tuple[int, ...]] = []  # the candidates of the last proposal, full length
+        self.accepted_from_window = 0  # accepted draft tokens of n-grams the window found before the text had them
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._ingest(ctx)
         if k <= 0:
             return Draft.empty()
-        branches = [c[:k] for c in self.pool.continuations(ctx.tokens[-1])]  # most recent first
+        self._branches = self.pool.continuations(ctx.tokens[-1])  # most recent first
+        branches = [c[:k] for c in self._branches]
         tokens = list(branches[0]) if branches else []
         self._fed = self._window.rows()
         return Draft(tokens=torch.tensor(tokens, dtype=torch.long), extra=self._fed)
@@ -72,7 +75,13 @@ class LookaheadDrafter:
             return
         window_rows = [predicted[0]] + predicted[len(draft) + 1 :]
         for gram in self._window.advance(ctx.tokens[-1], window_rows):
-            self.pool.add(gram)
+            self.pool.add(gram, found_by="window")
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
-        pass  # the committed tokens' n-grams are added on the next propose
+        """The committed tokens' n-grams are added on the next propose; here the accepted ones are credited."""
+        if accepted == 0:
+            return
+        key, kept = ctx.tokens[-accepted - 2], tuple(ctx.tokens[-accepted - 1 : -1])
+        branch = next((b for b in self._branches if b[:accepted] == kept), ())
+        if self.pool.found_by(key, branch) == "window":
+            self.accepted_from_window += accepted
