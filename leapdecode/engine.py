@@ -11,6 +11,7 @@ from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
+from leapdecode.tree import MAX_NODES, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import verify_greedy, verify_sampling
 
@@ -38,22 +39,32 @@ class Engine:
     def step(self, budget: int) -> list[int]:
         """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
         draft = self.propose(budget)
-        logits = self.model.forward(self.fed(draft)[None], self.cache.length, self.cache)[0]
+        if draft.is_tree:  # a mask and positions of its own
+            logits = self.model.forward_packed([self.segment(draft)])
+        else:
+            logits = self.model.forward(self.fed(draft)[None], self.cache.length, self.cache)[0]
         return self.settle(draft, logits)
 
     def propose(self, budget: int) -> Draft:
-        """The drafter's guess, at most min(draft length, budget) tokens and never past the cache."""
+        """The drafter's guess, at most min(draft length, budget) tokens (a tree: nodes) and never past the
+        cache. A tree is cut to MAX_NODES, its best nodes."""
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
-        return self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+        draft = self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+        return draft.prefix(MAX_NODES) if draft.is_tree else draft
 
     def fed(self, draft: Draft) -> Tensor:
         """What the target reads this step: the pending last token, then the draft. [k+1] int64"""
         return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens])
 
     def segment(self, draft: Draft) -> Segment:
-        """This sequence's share of a batched forward (see Scheduler)."""
-        return Segment(self.fed(draft), self.cache.length, self.cache)
+        """This sequence's share of a batched forward (see Scheduler). A tree's rows see only their
+        ancestors and sit at their depth's position (tree.py); a chain keeps the plain causal default."""
+        start = self.cache.length
+        if not draft.is_tree:
+            return Segment(self.fed(draft), start, self.cache)
+        tree = TokenTree.of(draft.parents)
+        return Segment(self.fed(draft), start, self.cache, tree.mask(start), tree.positions(start))
 
     def settle(self, draft: Draft, logits: Tensor) -> list[int]:
         """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded."""
@@ -64,15 +75,23 @@ class Engine:
     def _verify(self, draft: Draft, logits: Tensor) -> Verdict:
         if self.params.greedy:
             return verify_greedy(draft, logits)
-        gens = [self.rng.at(len(self.tokens) + i) for i in range(len(draft) + 1)]  # the positions verified
+        gens = [self.rng.at(len(self.tokens) + d) for d in range(_depth(draft) + 1)]  # the positions verified
         return verify_sampling(draft, target_probs(logits, self.params), gens)
 
     def _accept(self, draft: Draft, verdict: Verdict) -> None:
         # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.
-        self.cache.rollback(self.cache.length + 1 + verdict.accepted)
+        if draft.is_tree:  # the accepted nodes need not be the first ones: move them there
+            self.cache.keep_path(self.cache.length, verdict.path)
+        else:
+            self.cache.rollback(self.cache.length + 1 + verdict.accepted)
         self.tokens.extend(verdict.tokens)
         self.drafter.commit(self.view, verdict.accepted)
-        self.draft_length.update(len(draft), verdict.accepted)
+        self.draft_length.update(_depth(draft), verdict.accepted)  # a tree was fully right at its full depth
         self.stats.target_forwards += 1
         self.stats.drafted += len(draft)
         self.stats.accepted += verdict.accepted
+
+
+def _depth(draft: Draft) -> int:
+    """The most tokens a draft can get accepted: a chain's length, a tree's longest path."""
+    return TokenTree.of(draft.parents).max_depth if draft.is_tree else len(draft)
