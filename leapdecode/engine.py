@@ -9,9 +9,10 @@ from torch import Tensor
 
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
-from leapdecode.layout import chain_visibility, with_extra
+from leapdecode.layout import segment_layout
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
+from leapdecode.tree import MAX_NODES, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import accept_greedy, verify_sampling
 
@@ -44,11 +45,13 @@ class Engine:
         return self.settle(draft, logits)
 
     def propose(self, budget: int) -> Draft:
-        """The drafter's guess, at most min(draft length, budget) tokens and never past the cache: extra
-        rows that would not fit in it (near the end of a request) are left out."""
+        """The drafter's guess, at most min(draft length, budget) tokens (a tree: nodes) and never past the
+        cache. A tree is cut to MAX_NODES, its best nodes; extra rows that would not fit in the cache (near
+        the end of a request) are left out."""
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
         draft = self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
+        draft = draft.prefix(MAX_NODES) if draft.is_tree else draft
         return draft if draft.rows <= room + 1 else draft.without_extra()
 
     def fed(self, draft: Draft) -> Tensor:
@@ -57,14 +60,11 @@ class Engine:
         return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens, *extra])
 
     def segment(self, draft: Draft) -> Segment:
-        """This sequence's share of a batched forward (see Scheduler). Extra rows bring a mask and
-        positions of their own (layout.py); a plain chain keeps the causal default."""
+        """This sequence's share of a batched forward (see Scheduler). A tree's rows see only their
+        ancestors and extra rows what they mark, each at its own position (layout.py); a plain chain keeps
+        the causal default."""
         start = self.cache.length
-        if draft.extra is None:
-            return Segment(self.fed(draft), start, self.cache)
-        n = len(draft) + 1
-        mask, positions = with_extra(chain_visibility(n), torch.arange(n), draft.extra, start)
-        return Segment(self.fed(draft), start, self.cache, mask, positions)
+        return Segment(self.fed(draft), start, self.cache, *segment_layout(draft, start))
 
     def settle(self, draft: Draft, logits: Tensor) -> list[int]:
         """Verify the draft against the target's logits [rows, V], keep what passed; the tokens yielded.
@@ -88,15 +88,23 @@ class Engine:
     def _verify(self, draft: Draft, logits: Tensor, predicted: list[int] | None) -> Verdict:
         if self.params.greedy:
             return accept_greedy(draft, predicted)
-        gens = [self.rng.at(len(self.tokens) + i) for i in range(len(draft) + 1)]  # the positions verified
+        gens = [self.rng.at(len(self.tokens) + d) for d in range(_depth(draft) + 1)]  # the positions verified
         return verify_sampling(draft, target_probs(logits[: len(draft) + 1], self.params), gens)
 
     def _accept(self, draft: Draft, verdict: Verdict) -> None:
         # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.
-        self.cache.rollback(self.cache.length + 1 + verdict.accepted)
+        if draft.is_tree:  # the accepted nodes need not be the first ones: move them there
+            self.cache.keep_path(self.cache.length, verdict.path)
+        else:
+            self.cache.rollback(self.cache.length + 1 + verdict.accepted)
         self.tokens.extend(verdict.tokens)
         self.drafter.commit(self.view, verdict.accepted)
-        self.draft_length.update(len(draft), verdict.accepted)
+        self.draft_length.update(_depth(draft), verdict.accepted)  # a tree was fully right at its full depth
         self.stats.target_forwards += 1
         self.stats.drafted += len(draft)
         self.stats.accepted += verdict.accepted
+
+
+def _depth(draft: Draft) -> int:
+    """The most tokens a draft can get accepted: a chain's length, a tree's longest path."""
+    return TokenTree.of(draft.parents).max_depth if draft.is_tree else len(draft)

@@ -68,11 +68,29 @@ class ExtraRows:
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """Guessed continuation of a sequence. Empty when the drafter has nothing worth verifying."""
+    """Guessed continuation of a sequence: a chain of tokens, or a tree of them. Empty when the drafter has
+    nothing worth verifying.
 
-    tokens: Tensor  # [k] int64, a chain
+    A tree lists its nodes in topological order, parent before child: parents[i] is -1 for a child of the
+    pending last token (the first row the engine feeds), else an earlier node's index. Siblings are
+    alternative guesses for the same position. Nodes come best-first where the drafter knows (likeliest
+    first), so prefix(n) keeps a valid subtree worth verifying. The target verifies every node in one
+    forward (see tree.py) and keeps the longest path it agrees with.
+    """
+
+    tokens: Tensor  # [k] int64, a chain (parents None) or the nodes of a tree
     probs: Tensor | None = None  # [k, V] the drafter's distribution; None for a deterministic drafter
+    parents: Tensor | None = None  # [k] int64 node i's parent: -1 = the pending token, else j < i; None = a chain
     extra: ExtraRows | None = None  # rows fed after the draft's, observed but never accepted
+
+    def __post_init__(self) -> None:
+        if self.parents is None:
+            return
+        if self.parents.shape != self.tokens.shape:
+            raise ValueError(f"a token tree needs one parent per node, got {tuple(self.parents.shape)} "
+                                 f"parents for {tuple(self.tokens.shape)} tokens")
+        if self.probs is not None:  # a drafter's bug, not a request's: stochastic trees are not verified here
+            raise ValueError("token trees must be deterministic drafts (probs None); stochastic trees are not supported")
 
     @staticmethod
     def empty() -> Draft:
@@ -82,28 +100,40 @@ class Draft:
         return int(self.tokens.shape[0])
 
     @property
+    def is_tree(self) -> bool:
+        return self.parents is not None
+
+    @property
     def rows(self) -> int:
-        """Rows this draft adds to a forward: the pending token, the draft tokens, the extra rows."""
+        """Rows this draft adds to a forward: the pending token, the draft tokens (nodes), the extra rows."""
         return 1 + len(self) + (len(self.extra) if self.extra is not None else 0)
 
     def prefix(self, n: int) -> Draft:
-        """The first n drafted tokens (a batch under load verifies less than was drafted). Cut to nothing,
-        speculation does not pay for this request in this batch: the extra rows go too."""
+        """The first n drafted tokens, or a tree's first n nodes (a batch under load verifies less than was
+        drafted). Parents come before children, so a tree's prefix is a tree. Cut to nothing, speculation
+        does not pay for this request in this batch: the extra rows go too."""
         if n >= len(self):
             return self
-        extra = self.extra if n > 0 else None
-        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n], extra=extra)
+        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n],
+                     parents=None if self.parents is None else self.parents[:n], extra=self.extra if n > 0 else None)
 
     def without_extra(self) -> Draft:
-        return self if self.extra is None else Draft(tokens=self.tokens, probs=self.probs)
+        return self if self.extra is None else Draft(tokens=self.tokens, probs=self.probs, parents=self.parents)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What verification decided: the accepted draft prefix, then the one token the target yields anyway."""
+    """What verification decided: the accepted draft tokens, then the one token the target yields anyway."""
 
     accepted: int  # how many draft tokens were kept
     tokens: list[int]  # accepted draft tokens + the recovered (after a rejection) or bonus token
+    path: tuple[int, ...] = ()  # the accepted draft nodes' indices, in order; () for a chain means 0..accepted-1
+
+    def __post_init__(self) -> None:
+        if not self.path and self.accepted:
+            object.__setattr__(self, "path", tuple(range(self.accepted)))  # a chain keeps its first `accepted`
+        if len(self.path) != self.accepted:
+            raise ValueError(f"a verdict's path {self.path} must hold its {self.accepted} accepted nodes")
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from leapdecode.drafters.lookahead_window import LookaheadWindow
 from leapdecode.drafters.ngram_pool import NgramPool
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
-from leapdecode.layout import chain_visibility, with_extra
+from leapdecode.layout import segment_layout
 from leapdecode.scheduler import Scheduler, SchedulerConfig
 from leapdecode.types import Draft, SamplingParams, SeqView
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
@@ -171,8 +171,8 @@ def test_full_window_mask_follows_the_paper():
 
 def test_extra_rows_mask_and_positions():
     """Pending token + 2-token chain + 2 extra rows at cache slot 5: the draft never sees the extras."""
-    win = LookaheadWindow(width=3, levels=1, guesses=[7, 8])
-    mask, positions = with_extra(chain_visibility(3), torch.arange(3), win.rows(), start=5)
+    extra = LookaheadWindow(width=3, levels=1, guesses=[7, 8]).rows()
+    mask, positions = segment_layout(Draft(tokens=torch.tensor([3, 4]), extra=extra), start=5)
     assert mask.shape == (5, 10) and mask[:, :5].all()  # every row sees the committed cache
     assert mask[:, 5:].int().tolist() == [
         [1, 0, 0, 0, 0],
@@ -182,6 +182,19 @@ def test_extra_rows_mask_and_positions():
         [1, 0, 0, 1, 1],  # extra (0, 2): the pending token, (0, 1) and itself
     ]
     assert positions.tolist() == [5, 6, 7, 6, 7]
+    # a tree (two children of the pending token, one grandchild) keeps its own mask and depths
+    tree = Draft(tokens=torch.tensor([3, 4, 9]), parents=torch.tensor([-1, -1, 0]), extra=extra)
+    mask, positions = segment_layout(tree, start=2)
+    assert mask[:, 2:].int().tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 0, 1, 0, 0, 0],
+        [1, 1, 0, 1, 0, 0],
+        [1, 0, 0, 0, 1, 0],
+        [1, 0, 0, 0, 1, 1],
+    ]
+    assert positions.tolist() == [2, 3, 3, 4, 3, 4]
+    assert segment_layout(Draft(tokens=torch.tensor([3, 4])), start=5) == (None, None)  # plain causal
 
 
 def test_jacobi_update_rule():
@@ -204,11 +217,12 @@ def test_jacobi_update_rule():
     assert drafter.converged == 2 and drafter.propose(ctx, 1).tokens.tolist() == [71]
 
 
-def test_lookahead_proposes_the_pools_candidates_with_its_window():
-    drafter = LookaheadDrafter(window=3, ngram=3, guesses=2)
-    ctx = SeqView(tokens=[1, 2, 3, 4, 1, 2, 5, 1], prompt_len=8)
-    draft = drafter.propose(ctx, 5)
-    assert draft.tokens.tolist() == [2, 5]  # the prompt's most recent 3-gram after token 1
+def test_lookahead_proposes_the_pools_candidates_as_a_tree_with_its_window():
+    drafter = LookaheadDrafter(window=3, ngram=3, guesses=3)
+    ctx = SeqView(tokens=[1, 2, 3, 4, 1, 2, 5, 1, 6, 7, 1], prompt_len=11)
+    draft = drafter.propose(ctx, 5)  # after token 1 the prompt had (2, 3), (2, 5), (6, 7): most recent first
+    assert draft.tokens.tolist() == [6, 7, 2, 5, 3] and draft.parents.tolist() == [-1, 0, -1, 2, 2]
+    assert drafter.propose(ctx, 2).tokens.tolist() == [6, 7] and drafter.propose(ctx, 2).parents is None
     assert draft.extra is not None and len(draft.extra) == 3  # filling up: level 0 alone, 4 columns
 
     assert set(draft.extra.tokens.tolist()) <= set(ctx.tokens)  # the window starts from the prompt's tokens

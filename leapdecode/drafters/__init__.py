@@ -59,7 +59,7 @@ def _layerskip(
 
 def _lookahead(window: int = 4, ngram: int = 4, guesses: int = 3, *, network: Any = None) -> LookaheadDrafter:
     drafter = LookaheadDrafter(window, ngram, guesses)  # bad options first: they are the request's problem
-    if network is not None and not hasattr(network, "num_layers"):
+    if network is not None and not getattr(network, "token_trees", False):
         raise InvalidRequest("lookahead feeds rows with positions and an attention mask of their own: it needs "
                              "leapdecode's llama code (not the transformers fallback)")
     return drafter

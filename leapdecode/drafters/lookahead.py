@@ -4,13 +4,13 @@ both in the target's one forward per step."""
 from __future__ import annotations
 
 import random
-
-import torch
+from dataclasses import replace
 
 from leapdecode.drafters.lookahead_window import LookaheadWindow
 from leapdecode.drafters.ngram_pool import NgramPool
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.llama import PACKED_MAX_ROWS
+from leapdecode.tree import from_branches
 from leapdecode.types import Draft, ExtraRows, SeqView
 
 
@@ -18,7 +18,8 @@ class LookaheadDrafter:
     """Every verify forward carries two branches besides the pending token.
 
     Verification branch: up to `guesses` n-grams from the pool that start with the last committed token;
-    their (ngram - 1)-token continuations are the draft. Lookahead branch: the window (lookahead_window.py)
+    their (ngram - 1)-token continuations are the draft, a token tree (shared prefixes merged, the most
+    recently seen first) within the engine's node budget. Lookahead branch: the window (lookahead_window.py)
     as extra rows, `window` columns by ngram - 1 levels of Jacobi guesses that the same forward iterates;
     its trajectories yield new n-grams for the pool. The pool also starts with the prompt's own n-grams and
     takes the committed text's, which on a small model is where most accepted drafts come from.
@@ -49,10 +50,8 @@ class LookaheadDrafter:
         if k <= 0:
             return Draft.empty()
         self._branches = self.pool.continuations(ctx.tokens[-1])  # most recent first
-        branches = [c[:k] for c in self._branches]
-        tokens = list(branches[0]) if branches else []
         self._fed = self._window.rows()
-        return Draft(tokens=torch.tensor(tokens, dtype=torch.long), extra=self._fed)
+        return replace(from_branches(self._branches, k), extra=self._fed)  # shared prefixes merged
 
     def _ingest(self, ctx: SeqView) -> None:
         """Start from the prompt on the first call; afterwards add the n-grams the committed text gained."""
