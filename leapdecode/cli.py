@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     _draft_dtype_argument(g)
     g.add_argument("--skip-layers", help="layerskip method: layers to skip, e.g. 3,5,7-12 "
                    "(default: found by a short search, once per model)")
+    g.add_argument("--window", type=int, default=None,
+                   help="lookahead method: columns of the Jacobi window (default 4; wider finds more, costs rows)")
+    g.add_argument("--ngram", type=int, default=None,
+                   help="lookahead method: n-gram size, the window's levels + 1 and the longest guess + 1 (default 4)")
+    g.add_argument("--guesses", type=int, default=None,
+                   help="lookahead method: pool candidates verified per step (default 3)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
                    help="also decode plainly (method none) and print the speedup and whether the output matches")
@@ -189,7 +195,14 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method not in ("layerskip", "auto"):
             raise LeapError("--skip-layers goes with --method layerskip (or auto, as one of its arms)")
         options["skip_layers"] = args.skip_layers
-    return options | _draft_model_options(args)
+    return options | _draft_model_options(args) | _lookahead_options(args)
+
+
+def _lookahead_options(args: argparse.Namespace) -> dict[str, Any]:
+    given = {name: getattr(args, name) for name in LOOKAHEAD_OPTIONS if getattr(args, name) is not None}
+    if given and args.method != "lookahead":
+        raise LeapError(f"{', '.join('--' + n for n in given)}: only with --method lookahead")
+    return given
 
 
 def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +216,9 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers")  # not for the plain comparison
+LOOKAHEAD_OPTIONS = ("window", "ngram", "guesses")
+# not for the plain comparison
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers", *LOOKAHEAD_OPTIONS)
 
 
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:

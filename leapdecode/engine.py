@@ -10,10 +10,12 @@ from torch import Tensor
 
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
+from leapdecode.layout import segment_layout
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
+from leapdecode.tree import MAX_NODES, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
-from leapdecode.verify import verify_greedy, verify_sampling
+from leapdecode.verify import accept_greedy, verify_sampling
 
 
 class Engine:
@@ -26,6 +28,7 @@ class Engine:
         self.cache = model.new_cache(capacity)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
         self.rng = rng if rng is not None else PositionRng.for_seed(params.seed)
+        self._observe = getattr(drafter, "observe", None)  # optional: the target's argmax at every fed row
         self.stats = GenerationStats()
         self._prefill()
 
@@ -40,11 +43,13 @@ class Engine:
         """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
         draft = self.propose(budget)
         start = time.perf_counter()
-        logits = self.model.forward(self.fed(draft)[None], self.cache.length, self.cache)[0]
+        logits = self.model.forward_packed([self.segment(draft)])
         return self.settle(draft, logits, time.perf_counter() - start)
 
     def propose(self, budget: int) -> Draft:
-        """The drafter's guess, at most min(draft length, budget) tokens and never past the cache."""
+        """The drafter's guess, at most min(draft length, budget) tokens (a tree: nodes) and never past the
+        cache. A tree is cut to MAX_NODES, its best nodes; extra rows that would not fit in the cache (near
+        the end of a request) are left out."""
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
         if k <= 0:
@@ -52,37 +57,64 @@ class Engine:
         start = time.perf_counter()
         draft = self.drafter.propose(self.view, k)
         self.stats.draft_seconds += time.perf_counter() - start
-        return draft
+        draft = draft.prefix(MAX_NODES) if draft.is_tree else draft
+        return draft if draft.rows <= room + 1 else draft.without_extra()
 
     def fed(self, draft: Draft) -> Tensor:
-        """What the target reads this step: the pending last token, then the draft. [k+1] int64"""
-        return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens])
+        """What the target reads this step: the pending last token, the draft, its extra rows. [rows] int64"""
+        extra = [draft.extra.tokens] if draft.extra is not None else []
+        return torch.cat([torch.tensor(self.tokens[-1:]), draft.tokens, *extra])
 
     def segment(self, draft: Draft) -> Segment:
-        """This sequence's share of a batched forward (see Scheduler)."""
-        return Segment(self.fed(draft), self.cache.length, self.cache)
+        """This sequence's share of a batched forward (see Scheduler). A tree's rows see only their
+        ancestors and extra rows what they mark, each at its own position (layout.py); a plain chain keeps
+        the causal default."""
+        start = self.cache.length
+        return Segment(self.fed(draft), start, self.cache, *segment_layout(draft, start))
 
     def settle(self, draft: Draft, logits: Tensor, forward_seconds: float = 0.0) -> list[int]:
-        """Verify the draft against the target's logits [k+1, V], keep what passed; the tokens yielded.
-        forward_seconds: what the forward that produced the logits took (a batch's whole forward)."""
+        """Verify the draft against the target's logits [rows, V], keep what passed; the tokens yielded.
+        forward_seconds: what the forward that produced the logits took (a batch's whole forward).
+
+        A drafter with an observe(ctx, draft, predicted) method is shown the target's argmax at every fed
+        row first (predicted[0]: after the pending token, predicted[i+1]: after draft token i)."""
         start = time.perf_counter()  # no sync needed: verification reads the logits, which waits for them
-        verdict = self._verify(draft, logits)
+        predicted = self._predicted(logits)
+        verdict = self._verify(draft, logits, predicted)
+        if self._observe is not None:  # before commit, so the drafter's commit can use what it saw
+            self._observe(self.view, draft, predicted)
         self.stats.verify_seconds += forward_seconds + time.perf_counter() - start
         self._accept(draft, verdict)
         return verdict.tokens
 
-    def _verify(self, draft: Draft, logits: Tensor) -> Verdict:
+    def _predicted(self, logits: Tensor) -> list[int] | None:
+        """The target's argmax at every fed row: greedy verification reads it, and so does an observing
+        drafter. One host sync, taken only when someone reads it."""
+        if self.params.greedy or self._observe is not None:
+            return logits.argmax(dim=-1).tolist()
+        return None
+
+    def _verify(self, draft: Draft, logits: Tensor, predicted: list[int] | None) -> Verdict:
         if self.params.greedy:
-            return verify_greedy(draft, logits)
-        gens = [self.rng.at(len(self.tokens) + i) for i in range(len(draft) + 1)]  # the positions verified
-        return verify_sampling(draft, target_probs(logits, self.params), gens)
+            return accept_greedy(draft, predicted)
+        gens = [self.rng.at(len(self.tokens) + d) for d in range(_depth(draft) + 1)]  # the positions verified
+        return verify_sampling(draft, target_probs(logits[: len(draft) + 1], self.params), gens)
 
     def _accept(self, draft: Draft, verdict: Verdict) -> None:
         # KV is valid for the fed last token and the accepted drafts; the rest is rolled back.
-        self.cache.rollback(self.cache.length + 1 + verdict.accepted)
+        if draft.is_tree:  # the accepted nodes need not be the first ones: move them there
+            self.cache.keep_path(self.cache.length, verdict.path)
+        else:
+            self.cache.rollback(self.cache.length + 1 + verdict.accepted)
         self.tokens.extend(verdict.tokens)
         start = time.perf_counter()
         self.drafter.commit(self.view, verdict.accepted)
         self.stats.draft_seconds += time.perf_counter() - start
-        self.draft_length.update(len(draft), verdict.accepted)
-        self.stats.count(len(draft), verdict.accepted, draft.arm)
+        depth = _depth(draft)
+        self.draft_length.update(depth, verdict.accepted)  # a tree was fully right at its full depth
+        self.stats.count(len(draft), verdict.accepted, draft.arm, depth)
+
+
+def _depth(draft: Draft) -> int:
+    """The most tokens a draft can get accepted: a chain's length, a tree's longest path."""
+    return TokenTree.of(draft.parents).max_depth if draft.is_tree else len(draft)

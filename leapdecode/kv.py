@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -28,3 +30,19 @@ class KVCache:
     def rollback(self, length: int) -> None:
         """Forget every slot from `length` on: rejected drafts cost a number, not a copy."""
         self.length = length
+
+    def keep_path(self, start: int, path: Sequence[int]) -> None:
+        """After a token tree's verify from slot `start`: keep the pending token's slot `start` and the
+        accepted path's nodes, which sit at slots start + 1 + node, and roll back the rest.
+
+        The path's KV moves to slots start + 1 .. start + len(path), every layer in one indexed copy. Its
+        keys were rotated for the positions they now occupy (a node's rope position is start + its depth),
+        so the compacted cache is the one a chain along the path would have left. A path already in place
+        (a chain's, or the first branch's) moves nothing."""
+        n = len(path)
+        if any(node != i for i, node in enumerate(path)):
+            src = torch.tensor(path) + start + 1  # [n]
+            dst = torch.arange(start + 1, start + 1 + n)  # [n]
+            for kv in (self.k, self.v):  # [L, B, Hkv, S, D]: index_select copies first, so overlaps are safe
+                kv.index_copy_(3, dst, kv.index_select(3, src))
+        self.rollback(start + 1 + n)

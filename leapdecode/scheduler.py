@@ -221,8 +221,8 @@ class Scheduler:
             k = len(t.draft)
             before = len(t.run.finisher.ids)
             # Each request waited for the whole batch's forward: its verify time, as it experienced it.
-            tokens = t.run.engine.settle(t.draft, logits[row : row + k + 1], seconds)
-            row += k + 1
+            tokens = t.run.engine.settle(t.draft, logits[row : row + t.draft.rows], seconds)
+            row += t.draft.rows
             accepted = len(tokens) - 1
             t.acceptance.update(k, accepted)
             t.run.push(tokens)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -48,15 +48,53 @@ class SeqView:
 
 
 @dataclass(frozen=True, slots=True)
-class Draft:
-    """Guessed continuation of a sequence. Empty when the drafter has nothing worth verifying."""
+class ExtraRows:
+    """Rows fed after a draft's own that are never accepted: Lookahead's window of Jacobi guesses, which
+    the target iterates in the same forward that verifies the draft.
 
-    tokens: Tensor  # [k] int64, a chain
+    The target's argmax at these rows reaches the drafter (Drafter.observe); their KV lies past every
+    draft row's, so the roll-back after verification discards it. An extra row sees every committed slot,
+    the pending token (row 0) and the extra rows `sees` marks, at rope position pending + offset. No draft
+    row sees an extra row and no extra row sees a draft row, so a draft cut short keeps them valid.
+    """
+
+    tokens: Tensor  # [E] int64
+    offsets: Tensor  # [E] int64, >= 1: rope position minus the pending token's
+    sees: Tensor  # [E, E] bool: extra row i may attend to extra row j (itself included)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """Guessed continuation of a sequence: a chain of tokens, or a tree of them. Empty when the drafter has
+    nothing worth verifying.
+
+    A tree lists its nodes in topological order, parent before child: parents[i] is -1 for a child of the
+    pending last token (the first row the engine feeds), else an earlier node's index. Siblings are
+    alternative guesses for the same position. Nodes come best-first where the drafter knows (likeliest
+    first), so prefix(n) keeps a valid subtree worth verifying. The target verifies every node in one
+    forward (see tree.py) and keeps the longest path it agrees with.
+    """
+
+    tokens: Tensor  # [k] int64, a chain (parents None) or the nodes of a tree
     probs: Tensor | None = None  # [k, V] the drafter's distribution; None for a deterministic drafter
     # A meta-drafter (auto) says which of its arms drafted this, and how likely it thinks each draft token is
     # to be accepted (the ones before it too), so a batch planner trims by its estimate, not a guess of its own.
     arm: str = ""
     chances: tuple[float, ...] | None = None  # [k] non-increasing; None: the drafter does not say
+    parents: Tensor | None = None  # [k] int64 node i's parent: -1 = the pending token, else j < i; None = a chain
+    extra: ExtraRows | None = None  # rows fed after the draft's, observed but never accepted
+
+    def __post_init__(self) -> None:
+        if self.parents is None:
+            return
+        if self.parents.shape != self.tokens.shape:
+            raise ValueError(f"a token tree needs one parent per node, got {tuple(self.parents.shape)} "
+                                 f"parents for {tuple(self.tokens.shape)} tokens")
+        if self.probs is not None:  # a drafter's bug, not a request's: stochastic trees are not verified here
+            raise ValueError("token trees must be deterministic drafts (probs None); stochastic trees are not supported")
 
     @staticmethod
     def empty(arm: str = "") -> Draft:
@@ -65,20 +103,42 @@ class Draft:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    @property
+    def is_tree(self) -> bool:
+        return self.parents is not None
+
+    @property
+    def rows(self) -> int:
+        """Rows this draft adds to a forward: the pending token, the draft tokens (nodes), the extra rows."""
+        return 1 + len(self) + (len(self.extra) if self.extra is not None else 0)
+
     def prefix(self, n: int) -> Draft:
-        """The first n drafted tokens (a batch under load verifies less than was drafted)."""
+        """The first n drafted tokens, or a tree's first n nodes (a batch under load verifies less than was
+        drafted). Parents come before children, so a tree's prefix is a tree. Cut to nothing, speculation
+        does not pay for this request in this batch: the extra rows go too."""
         if n >= len(self):
             return self
-        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n], arm=self.arm,
-                     chances=None if self.chances is None else self.chances[:n])
+        return Draft(tokens=self.tokens[:n], probs=None if self.probs is None else self.probs[:n],
+                     parents=None if self.parents is None else self.parents[:n], extra=self.extra if n > 0 else None,
+                     arm=self.arm, chances=None if self.chances is None else self.chances[:n])
+
+    def without_extra(self) -> Draft:
+        return self if self.extra is None else replace(self, extra=None)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What verification decided: the accepted draft prefix, then the one token the target yields anyway."""
+    """What verification decided: the accepted draft tokens, then the one token the target yields anyway."""
 
     accepted: int  # how many draft tokens were kept
     tokens: list[int]  # accepted draft tokens + the recovered (after a rejection) or bonus token
+    path: tuple[int, ...] = ()  # the accepted draft nodes' indices, in order; () for a chain means 0..accepted-1
+
+    def __post_init__(self) -> None:
+        if not self.path and self.accepted:
+            object.__setattr__(self, "path", tuple(range(self.accepted)))  # a chain keeps its first `accepted`
+        if len(self.path) != self.accepted:
+            raise ValueError(f"a verdict's path {self.path} must hold its {self.accepted} accepted nodes")
 
 
 @dataclass(slots=True)
@@ -95,16 +155,18 @@ class GenerationStats:
     verify_seconds: float = 0.0  # the target's forward over the draft, and verification
     arms: dict[str, int] = field(default_factory=dict)  # meta-drafter (auto): steps drafted by each arm
 
-    def count(self, drafted: int, accepted: int, arm: str) -> None:
-        """One step's verified draft: `drafted` tokens, of which the first `accepted` were kept."""
+    def count(self, drafted: int, accepted: int, arm: str, depth: int | None = None) -> None:
+        """One step's verified draft: `drafted` tokens, of which `accepted` were kept. Per position counts
+        go by depth (a chain's is its length; a tree's longest path: position i is "the i-th token ahead")."""
+        depth = drafted if depth is None else depth
         self.target_forwards += 1
         self.drafted += drafted
         self.accepted += accepted
-        if len(self.drafted_at) < drafted:
-            grow = drafted - len(self.drafted_at)
+        if len(self.drafted_at) < depth:
+            grow = depth - len(self.drafted_at)
             self.drafted_at.extend([0] * grow)
             self.accepted_at.extend([0] * grow)
-        for i in range(drafted):
+        for i in range(depth):
             self.drafted_at[i] += 1
         for i in range(accepted):
             self.accepted_at[i] += 1

@@ -12,7 +12,9 @@ from leapdecode.drafters.auto_arms import build_arms
 from leapdecode.drafters.auto_memory import AutoMemory
 from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
+from leapdecode.drafters.jacobi import JacobiDrafter
 from leapdecode.drafters.layerskip import LayerSkipDrafter
+from leapdecode.drafters.lookahead import LookaheadDrafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.drafters.skip_layers import SkipLayers
 from leapdecode.drafters.skip_store import found_skip_layers
@@ -65,12 +67,19 @@ def _auto(arms: str | Sequence[str] | None = None, *, resources: Mapping[str, An
     built from the same resources as the method alone. auto_memory: what earlier requests measured."""
     return AutoDrafter(build_arms(make_drafter, options, resources or {}, arms), auto_memory)
 
+def _lookahead(window: int = 4, ngram: int = 4, guesses: int = 3, *, network: Any = None) -> LookaheadDrafter:
+    drafter = LookaheadDrafter(window, ngram, guesses)  # bad options first: they are the request's problem
+    if network is not None and not getattr(network, "token_trees", False):
+        raise InvalidRequest("lookahead feeds rows with positions and an attention mask of their own: it needs "
+                             "leapdecode's llama code (not the transformers fallback)")
+    return drafter
+
 
 _FACTORIES: dict[str, Callable[..., Drafter]] = {
     "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model, "layerskip": _layerskip,
-    "auto": _auto,
+    "auto": _auto, "jacobi": JacobiDrafter, "lookahead": _lookahead,
 }
-DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip", "auto")
+DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip", "auto", "jacobi", ...)
 
 
 def required_options(method: str) -> tuple[str, ...]:
@@ -103,8 +112,8 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
 
 
 __all__ = [
-    "DRAFTER_METHODS", "AutoDrafter", "AutoMemory", "DraftModelDrafter", "Drafter", "LayerSkipDrafter",
-    "NgramDrafter", "NoDrafter",
+    "DRAFTER_METHODS", "AutoDrafter", "AutoMemory", "DraftModelDrafter", "Drafter", "JacobiDrafter",
+    "LayerSkipDrafter", "LookaheadDrafter", "NgramDrafter", "NoDrafter",
     "SkipLayers", "SuffixDrafter",
     "make_drafter", "required_options",
 ]

@@ -44,6 +44,18 @@ class Drafter(Protocol):
         ...
 
 
+class Observer(Protocol):
+    """Optional, for drafters that learn from the target itself (Jacobi, Lookahead). The engine calls
+    observe after verification and before commit, only on drafters that define it, so the others pay no
+    extra host sync for it."""
+
+    def observe(self, ctx: SeqView, draft: Draft, predicted: list[int]) -> None:
+        """predicted[r]: the target's argmax at fed row r of the verify forward. Row 0 is the pending last
+        token, row i+1 draft token i, then the draft's extra rows in order. ctx still holds the tokens
+        the draft was proposed for."""
+        ...
+
+
 class NoDrafter:
     """Plain decoding: never proposes, so each step is one ordinary forward."""
 

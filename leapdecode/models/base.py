@@ -23,6 +23,7 @@ class Segment:
 class CausalLM(Protocol):
     vocab_size: int
     max_context: int
+    token_trees: bool  # honours Segment.mask and .positions, so a token tree can be verified in one forward
 
     def new_cache(self, max_len: int) -> Any:
         """An empty cache able to hold max_len slots; it has `length` and `rollback(length)`."""
@@ -36,5 +37,6 @@ class CausalLM(Protocol):
         ...
 
     def forward_packed(self, segments: Sequence[Segment], logits: bool = True) -> Tensor | None:
-        """Several sequences in one forward -> logits [sum T, V], each row as it would be alone."""
+        """Several sequences in one forward -> logits [sum T, V], each row as it would be alone. A segment's
+        mask and positions (a token tree's, see tree.py) replace its causal defaults."""
         ...

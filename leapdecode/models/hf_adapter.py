@@ -8,7 +8,10 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from leapdecode.errors import InvalidRequest
 from leapdecode.models.base import Segment
+
+TREES_REFUSED = "token trees (the tree option) need leapdecode's own llama-family model code, not the transformers fallback"
 
 
 class HFCache:
@@ -24,6 +27,9 @@ class HFCache:
 
 
 class HFAdapter:
+    # Trees would need a 4D mask, which not every architecture honours, and a reordered DynamicCache.
+    token_trees = False
+
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model.eval()
         cfg = model.config
@@ -38,7 +44,7 @@ class HFAdapter:
     def forward(self, tokens: Tensor, start: int, cache: HFCache, mask: Tensor | None = None,
                 logits: bool = True) -> Tensor | None:
         if mask is not None:
-            raise NotImplementedError("token trees need leapdecode's own model code, not the transformers adapter")
+            raise InvalidRequest(TREES_REFUSED)
         if cache.inner.get_seq_length() > start:
             cache.inner.crop(start - cache.inner.get_seq_length())  # drop the KV of rejected drafts (a negative count)
         pos = torch.arange(start, start + tokens.shape[1])[None]
@@ -48,5 +54,7 @@ class HFAdapter:
 
     def forward_packed(self, segments: Sequence[Segment], logits: bool = True) -> Tensor | None:
         """One forward per segment: transformers' caches do not pack."""
+        if any(s.positions is not None for s in segments):
+            raise InvalidRequest(TREES_REFUSED)
         outs = [self.forward(s.tokens[None], s.start, s.cache, s.mask, logits) for s in segments]
         return torch.cat([o[0] for o in outs]) if logits else None

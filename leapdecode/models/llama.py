@@ -122,6 +122,8 @@ class LlamaLayer:
 class LlamaModel:
     """forward(tokens, start, cache) over any number of new tokens; rollback is the cache's length."""
 
+    token_trees = True  # masks and positions reach every attention path (SDPA, attend_packed, attend_grouped)
+
     def __init__(self, sd: Weights, shape: LlamaShape, precision: str = "float32") -> None:
         dtype = activation_dtype(precision)
         self.shape, self.precision, self.dtype = shape, precision, dtype
