@@ -11,7 +11,8 @@ from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
-from leapdecode.tree import MAX_NODES, TokenTree
+from leapdecode.errors import InvalidRequest
+from leapdecode.tree import MAX_NODES, TREES_REFUSED, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import verify_greedy, verify_sampling
 
@@ -51,7 +52,11 @@ class Engine:
         room = self.cache.max_len - self.cache.length - 1
         k = min(self.draft_length.k, budget, room)
         draft = self.drafter.propose(self.view, k) if k > 0 else Draft.empty()
-        return draft.prefix(MAX_NODES) if draft.is_tree else draft
+        if not draft.is_tree:
+            return draft
+        if not self.model.token_trees:  # a drafter that trees without the tree option, on a model that cannot
+            raise InvalidRequest(TREES_REFUSED)
+        return draft.prefix(MAX_NODES)
 
     def fed(self, draft: Draft) -> Tensor:
         """What the target reads this step: the pending last token, then the draft. [k+1] int64"""
