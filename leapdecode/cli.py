@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                         "probability (default 0.4; 0: always the full draft length)")
     g.add_argument("--skip-layers", help="layerskip method: layers to skip, e.g. 3,5,7-12 "
                    "(default: found by a short search, once per model)")
+    _tree_argument(g)
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
                    help="also decode plainly (method none) and print the speedup and whether the output matches")
@@ -95,6 +96,12 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
 
 
+def _tree_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tree", type=int, default=None, metavar="N",
+                   help="ngram, suffix, draft: draft a token tree of up to N alternative branches, verified in one "
+                        "forward (default: a chain)")
+
+
 def _server_arguments(p: argparse.ArgumentParser) -> None:
     from leapdecode.drafters import DRAFTER_METHODS
 
@@ -102,6 +109,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
                    help="default drafting method (a request may name another; 'none' turns speculation off)")
     p.add_argument("--draft-model", help="method draft: the smaller model with the same tokenizer (name or path)")
+    _tree_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", help="the model id clients send (default: --model)")
@@ -172,7 +180,19 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method != "layerskip":
             raise LeapError("--skip-layers goes with --method layerskip")
         options["skip_layers"] = args.skip_layers
+    if args.tree is not None:
+        options["tree"] = _tree_width(args.method, args.tree)
     return options | _draft_model_options(args)
+
+
+def _tree_width(method: str, tree: int) -> int:
+    """--tree, checked before the model loads: a width for a method that can tree."""
+    from leapdecode.drafters import can_tree
+    from leapdecode.tree import tree_width
+
+    if tree_width(tree) and not can_tree(method):
+        raise LeapError(f"method {method} cannot propose token trees (--tree goes with ngram, suffix or draft)")
+    return tree
 
 
 def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,7 +206,7 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "skip_layers")  # not for the plain comparison
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "skip_layers", "tree")  # not for the plain comparison
 
 
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
@@ -210,7 +230,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
                         served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                         adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace,
-                        draft_model=args.draft_model)
+                        draft_model=args.draft_model, tree=args.tree or 0)
 
 
 def _serve(args: argparse.Namespace) -> int:
