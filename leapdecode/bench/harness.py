@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from leapdecode.api import LLM
-from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, BenchConfig
+from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, TREE_VARIANT, BenchConfig, base_method
 from leapdecode.bench.contenders import build_contenders
 from leapdecode.bench.divergence import Divergence, find_divergence
 from leapdecode.bench.hf_baseline import HFBaseline
@@ -51,6 +51,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     options = {"draft": {"draft_model": cfg.draft_model}} if cfg.draft_model else {}
     if cfg.skip_layers:
         options["layerskip"] = {"skip_layers": cfg.skip_layers}
+    for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):  # the chain method's options, and a tree
+        options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
     contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
