@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="lookahead method: n-gram size, the window's levels + 1 and the longest guess + 1 (default 4)")
     g.add_argument("--guesses", type=int, default=None,
                    help="lookahead method: pool candidates verified per step (default 3)")
+    _tree_argument(g)
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
                    help="also decode plainly (method none) and print the speedup and whether the output matches")
@@ -108,6 +109,10 @@ def _draft_dtype_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-dtype", default="auto", choices=DTYPE_CHOICES,
                    help="the draft model's own precision (auto: a GGUF draft at its stored precision, e.g. int4, "
                         "else the target's); lossless at any, the target verifies every token")
+def _tree_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tree", type=int, default=None, metavar="N",
+                   help="ngram, suffix, draft: draft a token tree of up to N alternative branches, verified in one "
+                        "forward (default: a chain)")
 
 
 def _server_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,6 +124,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-model", help="method draft, and an arm of auto: the smaller model with the same tokenizer "
                                          "(name or path)")
     _draft_dtype_argument(p)
+    _tree_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", help="the model id clients send (default: --model)")
@@ -195,6 +201,8 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method not in ("layerskip", "auto"):
             raise LeapError("--skip-layers goes with --method layerskip (or auto, as one of its arms)")
         options["skip_layers"] = args.skip_layers
+    if args.tree is not None:
+        options["tree"] = _tree_width(args.method, args.tree)
     return options | _draft_model_options(args) | _lookahead_options(args)
 
 
@@ -203,6 +211,16 @@ def _lookahead_options(args: argparse.Namespace) -> dict[str, Any]:
     if given and args.method != "lookahead":
         raise LeapError(f"{', '.join('--' + n for n in given)}: only with --method lookahead")
     return given
+
+
+def _tree_width(method: str, tree: int) -> int:
+    """--tree, checked before the model loads: a width for a method that can tree."""
+    from leapdecode.drafters import can_tree
+    from leapdecode.tree import tree_width
+
+    if tree_width(tree) and not can_tree(method):
+        raise LeapError(f"method {method} cannot propose token trees (--tree goes with ngram, suffix or draft)")
+    return tree
 
 
 def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,7 +236,7 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 LOOKAHEAD_OPTIONS = ("window", "ngram", "guesses")
 # not for the plain comparison
-DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers", *LOOKAHEAD_OPTIONS)
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers", "tree", *LOOKAHEAD_OPTIONS)
 
 
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
@@ -242,7 +260,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
                         served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                         adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace,
-                        draft_model=args.draft_model, draft_dtype=args.draft_dtype)
+                        draft_model=args.draft_model, draft_dtype=args.draft_dtype, tree=args.tree or 0)
 
 
 def _serve(args: argparse.Namespace) -> int:

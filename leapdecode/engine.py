@@ -13,7 +13,8 @@ from leapdecode.drafters.base import Drafter
 from leapdecode.layout import segment_layout
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
-from leapdecode.tree import MAX_NODES, TokenTree
+from leapdecode.errors import InvalidRequest
+from leapdecode.tree import MAX_NODES, TREES_REFUSED, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import accept_greedy, verify_sampling
 
@@ -57,7 +58,11 @@ class Engine:
         start = time.perf_counter()
         draft = self.drafter.propose(self.view, k)
         self.stats.draft_seconds += time.perf_counter() - start
-        draft = draft.prefix(MAX_NODES) if draft.is_tree else draft
+        if not draft.is_tree:
+            return draft if draft.rows <= room + 1 else draft.without_extra()
+        if not self.model.token_trees:  # a drafter that trees without the tree option, on a model that cannot
+            raise InvalidRequest(TREES_REFUSED)
+        draft = draft.prefix(MAX_NODES)
         return draft if draft.rows <= room + 1 else draft.without_extra()
 
     def fed(self, draft: Draft) -> Tensor:

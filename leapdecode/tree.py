@@ -16,14 +16,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from leapdecode.errors import InvalidRequest
 from leapdecode.models.llama import PACKED_MAX_ROWS
 from leapdecode.types import Draft
 
 # A tree's rows (its nodes + the pending token) must fit the fused attention kernel, which computes every
 # masked row with exactly the loops a chain's row gets; larger trees are cut to their best nodes.
 MAX_NODES = PACKED_MAX_ROWS - 1
+TREES_REFUSED = ("token trees (the tree option) need leapdecode's own llama-family model code (not the transformers "
+                 "fallback) and, below float32, its fused CPU kernels")
 # An alternative branch's node is worth about as much as the best branch's node this many positions deeper.
 RANK_COST = 3
+
+
+def tree_width(tree: int | None) -> int:
+    """A drafter's `tree` option -> how many alternative branches it proposes; 0 (or None, or 1) = a chain."""
+    if tree is None:
+        return 0
+    if isinstance(tree, bool) or not isinstance(tree, int) or tree < 0:
+        raise InvalidRequest(f"tree must be a whole number of branches >= 0 (0: a chain), got {tree!r}")
+    return tree
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ HF_METHODS = ("hf", "hf-pld", "hf-assist")  # transformers generate(): plain gre
 DRAFT_MODEL_METHODS = ("draft", "hf-assist")  # the methods that run a second, smaller model: --draft-model
 LLAMACPP_METHODS = ("llamacpp", "llamacpp-pld")  # llama-cpp-python on the GGUF: the same two (optional extra)
 DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
+TREE_VARIANT = ":tree"  # "suffix:tree": that method drafting token trees of --tree branches
+DEFAULT_TREE = 3  # branches of a :tree variant when --tree is not given
 
 
 DTYPES = DTYPE_CHOICES
@@ -26,6 +28,29 @@ def engine_methods() -> tuple[str, ...]:
     except ImportError:
         return ("none", "ngram", "suffix")
     return tuple(DRAFTER_METHODS)
+
+
+def tree_variants() -> tuple[str, ...]:
+    """"M:tree" for every engine method that can draft token trees."""
+    try:
+        from leapdecode.drafters import DRAFTER_METHODS, can_tree
+    except ImportError:
+        return ()
+    return tuple(m + TREE_VARIANT for m in DRAFTER_METHODS if can_tree(m))
+
+
+def base_method(method: str) -> str:
+    """The drafting method a bench method runs: "suffix:tree" -> "suffix"."""
+    return method.removesuffix(TREE_VARIANT)
+
+
+def with_tree_variants(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """Each tree-capable engine method followed by its :tree variant (chain and tree side by side)."""
+    variants = tree_variants()
+    out: list[str] = []
+    for m in methods:
+        out += [m] + ([m + TREE_VARIANT] if m + TREE_VARIANT in variants and m + TREE_VARIANT not in methods else [])
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +67,10 @@ class BenchConfig:
     draft_model: str | None = None  # known name or path of the draft for draft and hf-assist (and an arm of auto)
     draft_dtype: str = "auto"  # our draft's own precision (hf-assist runs transformers' draft at --dtype)
     skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
+    tree: int | None = None  # branches of the :tree variants; None: DEFAULT_TREE
 
     def __post_init__(self) -> None:
-        known = HF_METHODS + LLAMACPP_METHODS + engine_methods()
+        known = HF_METHODS + LLAMACPP_METHODS + engine_methods() + tree_variants()
         unknown = [m for m in self.methods if m not in known]
         if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
             raise LeapError(f"methods {','.join(self.methods)!r}: choose distinct ones from {','.join(known)}")
@@ -55,13 +81,19 @@ class BenchConfig:
             raise LeapError(f"limit must be >= 1, got {self.limit}")
         if self.warmup < 0:
             raise LeapError(f"warmup must be >= 0, got {self.warmup}")
-        needing = [m for m in self.methods if m in DRAFT_MODEL_METHODS]
+        if self.tree is not None and self.tree < 2:
+            raise LeapError(f"--tree must be >= 2 branches, got {self.tree}")
+        needing = [m for m in self.methods if base_method(m) in DRAFT_MODEL_METHODS]
         if needing and not self.draft_model:
             raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
         if self.skip_layers and not {"layerskip", "auto"} & set(self.methods):
             raise LeapError("--skip-layers goes with the layerskip method (or auto, as one of its arms)")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
+
+    @property
+    def tree_width(self) -> int:
+        return self.tree if self.tree is not None else DEFAULT_TREE
 
     @property
     def out_dir(self) -> Path:
@@ -78,7 +110,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(DEFAULT_METHODS),
         help="comma list; hf, hf-pld, hf-assist: transformers generate() (plain, prompt lookup, assistant_model "
         '= --draft-model); draft: ours with --draft-model; llamacpp, llamacpp-pld: llama-cpp-python '
-        '(pip install -e ".[llamacpp]")',
+        '(pip install -e ".[llamacpp]"); ngram:tree, suffix:tree, ...: that method drafting token trees',
     )
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
@@ -91,13 +123,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="method draft: the draft's own precision (auto: a GGUF draft as stored, e.g. int4)")
     parser.add_argument("--skip-layers", default=None,
                         help="layerskip: layers to skip, e.g. 3,5,7-12 (default: search once per model)")
+    parser.add_argument("--tree", type=int, default=None, metavar="N",
+                        help=f"run every tree-capable method also as METHOD:tree, drafting token trees of N branches "
+                             f"(the :tree methods' width; default {DEFAULT_TREE})")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return BenchConfig(
         model=args.model,
         prompts=args.prompts,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=with_tree_variants(methods) if args.tree is not None else methods,
         max_new_tokens=args.max_new_tokens,
         limit=args.limit or None,
         out=args.out,
@@ -106,4 +142,5 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         warmup=args.warmup,
         draft_model=args.draft_model, draft_dtype=args.draft_dtype,
         skip_layers=args.skip_layers,
+        tree=args.tree,
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS
+from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, base_method
 from leapdecode.bench.hf_baseline import HFBaseline
 from leapdecode.bench.llamacpp_baseline import LlamaCppBaseline
 from leapdecode.bench.record import Generation
@@ -24,7 +24,7 @@ def build_contenders(
 ) -> dict[str, GenerateFn]:
     """Name -> generate function, in the order given; hf methods need the baseline (hf-assist its assistant),
     llamacpp methods their own llama.cpp instance (keyed by method name); engine methods get their
-    drafter_options[method]."""
+    drafter_options[method] (a :tree variant runs its base method with its own options)."""
     contenders: dict[str, GenerateFn] = {}
     for method in methods:
         if method in HF_METHODS:
@@ -34,7 +34,8 @@ def build_contenders(
             assert llamacpp is not None and method in llamacpp, f"{method} needs its llama.cpp instance loaded"
             contenders[method] = _llamacpp(llamacpp[method], max_new_tokens)
         else:
-            contenders[method] = _engine(llm, method, max_new_tokens, (drafter_options or {}).get(method, {}))
+            options = (drafter_options or {}).get(method, {})
+            contenders[method] = _engine(llm, base_method(method), max_new_tokens, options)
     return contenders
 
 

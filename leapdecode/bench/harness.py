@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from leapdecode.api import LLM
-from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, BenchConfig
+from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, TREE_VARIANT, BenchConfig, base_method
 from leapdecode.bench.contenders import build_contenders
 from leapdecode.bench.divergence import Divergence, find_divergence
 from leapdecode.bench.hf_baseline import HFBaseline
@@ -51,7 +51,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, _drafter_options(cfg))
+    options = _drafter_options(cfg)
+    for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):  # the chain method's options, and a tree
+        options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
+    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
     # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain

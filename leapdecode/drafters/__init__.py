@@ -20,6 +20,7 @@ from leapdecode.drafters.skip_layers import SkipLayers
 from leapdecode.drafters.skip_store import found_skip_layers
 from leapdecode.drafters.suffix import Encoder, SuffixDrafter
 from leapdecode.errors import InvalidRequest
+from leapdecode.tree import TREES_REFUSED
 from leapdecode.types import SamplingParams
 
 if TYPE_CHECKING:
@@ -27,13 +28,13 @@ if TYPE_CHECKING:
 
 
 def _suffix(
-    min_match: int = 2, corpus_path: str | Path | None = None, tokenizer: Encoder | None = None
+    min_match: int = 2, corpus_path: str | Path | None = None, tree: int | None = 0, tokenizer: Encoder | None = None
 ) -> SuffixDrafter:
     if corpus_path is None:
-        return SuffixDrafter(min_match=min_match)
+        return SuffixDrafter(min_match=min_match, tree=tree)
     if tokenizer is None:
         raise InvalidRequest("the suffix drafter needs a tokenizer to read corpus_path")
-    return SuffixDrafter.from_corpus_file(corpus_path, tokenizer, min_match=min_match)
+    return SuffixDrafter.from_corpus_file(corpus_path, tokenizer, min_match=min_match, tree=tree)
 
 
 def _draft_model(
@@ -97,6 +98,7 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
     factory = _FACTORIES.get(method)
     if factory is None:
         raise InvalidRequest(f"unknown draft method {method!r}; known methods: {', '.join(DRAFTER_METHODS)}")
+    options = _tree_option(method, options, (resources or {}).get("network"))
     missing = [name for name in required_options(method) if name not in options]
     if missing:
         raise InvalidRequest(f"draft method {method!r} needs the option(s) {', '.join(missing)}")
@@ -111,9 +113,26 @@ def make_drafter(method: str, resources: Mapping[str, Any] | None = None, **opti
     return factory(**options, **given)
 
 
+def can_tree(method: str) -> bool:
+    """Whether a method proposes token trees when given the option tree=N."""
+    return "tree" in inspect.signature(_FACTORIES[method]).parameters
+
+
+def _tree_option(method: str, options: dict[str, Any], network: Any) -> dict[str, Any]:
+    """A method that cannot tree is refused a tree, but tolerates tree=0/None (a chain: the default);
+    a model whose forward cannot mask (the transformers fallback) is refused trees here, before any work."""
+    if not options.get("tree"):
+        return options if can_tree(method) else {k: v for k, v in options.items() if k != "tree"}
+    if not can_tree(method):
+        raise InvalidRequest(f"method {method} cannot propose token trees")
+    if not getattr(network, "token_trees", True):
+        raise InvalidRequest(TREES_REFUSED)
+    return options
+
+
 __all__ = [
     "DRAFTER_METHODS", "AutoDrafter", "AutoMemory", "DraftModelDrafter", "Drafter", "JacobiDrafter",
     "LayerSkipDrafter", "LookaheadDrafter", "NgramDrafter", "NoDrafter",
     "SkipLayers", "SuffixDrafter",
-    "make_drafter", "required_options",
+    "can_tree", "make_drafter", "required_options",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -9,7 +10,10 @@ import torch
 
 from leapdecode.drafters.base import Mark, continuation, history_mark
 from leapdecode.errors import InvalidRequest
+from leapdecode.tree import from_branches, tree_width
 from leapdecode.types import Draft, SeqView
+
+Match = tuple[int, list[int]]  # (match length, the tokens that followed that occurrence)
 
 
 class Encoder(Protocol):
@@ -79,27 +83,43 @@ class _Automaton:
         self.recent[state] = end
         return source
 
+    def occurrences(self, state: int, length: int, min_len: int, states: int) -> Iterator[tuple[int, int]]:
+        """(match length, end) of earlier occurrences of the match's suffixes, longest first, read-only:
+        each state on the suffix-link chain gives its recent and its first end. At most `states` states."""
+        while state and length >= min_len and states > 0:
+            for end in (self.recent[state], self.firstpos[state]):
+                if end >= 0:
+                    yield length, end
+            state = self.link[state]
+            length, states = self.length[state], states - 1
+
 
 class SuffixDrafter:
     """Longest suffix of the text that also occurs earlier (in the text, or in a static corpus): propose what
-    followed that occurrence. Both automata are walked with a cursor, O(1) amortised per new token."""
+    followed that occurrence. Both automata are walked with a cursor, O(1) amortised per new token.
 
-    def __init__(self, min_match: int = 2, corpus: list[int] | None = None) -> None:
+    With `tree` = w > 1 the draft is a token tree of up to w distinct continuations: the chain's first, then
+    what followed other occurrences of the match and of its shorter suffixes (the suffix-link chain), in
+    the text and the corpus, longer matches first."""
+
+    def __init__(self, min_match: int = 2, corpus: list[int] | None = None, tree: int | None = 0) -> None:
         if min_match < 1:
             raise InvalidRequest(f"suffix drafter needs min_match >= 1, got {min_match}")
         self.min_match = min_match
+        self.width = tree_width(tree)
         self._corpus = _Automaton()  # never grows after this
         for token in corpus or []:
             self._corpus.extend(token)
         self._reset()
 
     @classmethod
-    def from_corpus_file(cls, path: str | Path, tokenizer: Encoder, min_match: int = 2) -> SuffixDrafter:
+    def from_corpus_file(cls, path: str | Path, tokenizer: Encoder, min_match: int = 2,
+                         tree: int | None = 0) -> SuffixDrafter:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise InvalidRequest(f"cannot read corpus file {path}: {e}") from e
-        return cls(min_match=min_match, corpus=list(tokenizer.encode(text, add_special_tokens=False)))
+        return cls(min_match=min_match, corpus=list(tokenizer.encode(text, add_special_tokens=False)), tree=tree)
 
     def _reset(self) -> None:
         self._live = _Automaton()
@@ -137,8 +157,27 @@ class SuffixDrafter:
         corpus = (self._clen, self._corpus.text[src + 1 : src + 1 + max(k, 0)])  # a corpus does not loop
         for length, follow in sorted((live, corpus), key=lambda m: -m[0]):  # longer first; ties: live
             if length >= self.min_match and follow:
-                return Draft(tokens=torch.tensor(follow, dtype=torch.long))  # [k'] k' <= k
+                if self.width < 2:
+                    return Draft(tokens=torch.tensor(follow, dtype=torch.long))  # [k'] k' <= k
+                return from_branches(self._branches(follow, k), k)
         return Draft.empty()
+
+    def _branches(self, chain: list[int], k: int) -> list[list[int]]:
+        """Up to `width` distinct continuations, best first: the chain's, then the others, longer match first
+        (ties: the text before the corpus). Each automaton's link chain is read for a few states only: in
+        repetitive text it is long and its continuations mostly repeat."""
+        live, corpus, states = self._live, self._corpus, 4 * self.width
+        found: list[Match] = [(n, continuation(live.text, end, k))
+                              for n, end in live.occurrences(self._state, self._len, self.min_match, states)]
+        found += [(n, corpus.text[end + 1 : end + 1 + k])
+                  for n, end in corpus.occurrences(self._cstate, self._clen, self.min_match, states)]
+        branches = [chain]
+        for _, follow in sorted(found, key=lambda m: -m[0]):
+            if follow and follow not in branches:
+                branches.append(follow)
+                if len(branches) == self.width:
+                    break
+        return branches
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
         pass  # the accepted tokens are ingested on the next propose

@@ -10,8 +10,7 @@ from transformers import DynamicCache
 
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.base import Segment
-
-TREES_REFUSED = "token trees (the tree option) need leapdecode's own llama-family model code, not the transformers fallback"
+from leapdecode.tree import TREES_REFUSED
 
 
 class HFCache:

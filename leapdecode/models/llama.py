@@ -122,8 +122,6 @@ class LlamaLayer:
 class LlamaModel:
     """forward(tokens, start, cache) over any number of new tokens; rollback is the cache's length."""
 
-    token_trees = True  # masks and positions reach every attention path (SDPA, attend_packed, attend_grouped)
-
     def __init__(self, sd: Weights, shape: LlamaShape, precision: str = "float32") -> None:
         dtype = activation_dtype(precision)
         self.shape, self.precision, self.dtype = shape, precision, dtype
@@ -142,6 +140,13 @@ class LlamaModel:
     @property
     def num_layers(self) -> int:
         return self.shape.layers
+
+    @property
+    def token_trees(self) -> bool:
+        """Whether a token tree verifies exactly: float32 SDPA takes its mask; in reduced precision only the
+        fused attend_packed kernel computes a masked row bit for bit as its chain would (attend_grouped's
+        vectorised reductions would see the tree's zeros at other places than the chain's)."""
+        return self.dtype == torch.float32 or self.fused is not None
 
     def _chain(self, layers: Sequence[int]) -> list[Link]:
         """Each layer to run, with the norm that follows it: the next run layer's input norm, or the final

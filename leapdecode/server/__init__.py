@@ -20,6 +20,7 @@ class ServerConfig:
     shutdown_grace: float = 30.0  # seconds running requests get to finish on SIGTERM
     draft_model: str | None = None  # methods "draft" and "auto" (as one of its arms): the drafting model, loaded at start
     draft_dtype: str = "auto"  # the draft's own precision (models/draft_models.py)
+    tree: int = 0  # token trees of this many branches for every method that can tree; 0: chains
 
     def __post_init__(self) -> None:
         from leapdecode.drafters import DRAFTER_METHODS
@@ -30,6 +31,9 @@ class ServerConfig:
             raise InvalidRequest("method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
         if self.shutdown_grace < 0:
             raise InvalidRequest("shutdown_grace must be >= 0")
+        from leapdecode.tree import tree_width
+
+        tree_width(self.tree)
 
 
 def build_app(config: ServerConfig):
@@ -48,6 +52,11 @@ def build_app(config: ServerConfig):
         draft = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype}
         method_options["draft"] = draft
         method_options["auto"] = dict(draft)  # an arm auto may choose
+    if config.tree:  # every method that can tree does, whichever a request names
+        from leapdecode.drafters import DRAFTER_METHODS, can_tree
+
+        for m in filter(can_tree, DRAFTER_METHODS):
+            method_options[m] = method_options.get(m, {}) | {"tree": config.tree}
     service = Service(llm, scheduler, config.served_name or config.model, config.method, method_options)
     return create_app(service, config.shutdown_grace)
 
