@@ -120,7 +120,7 @@ def test_drafts_long_when_drafts_are_always_right(llm, hf_model, prompt_ids, hf_
     out, _, stats = _decode(llm, AutoDrafter(arms), ids, 12)
     assert_greedy(hf_model, ids, ref, out, "auto over a right arm")
     assert stats.arms.get("right", 0) >= 10 and stats.arms.get("wrong", 0) <= 1  # a tie at first: equal priors
-    assert stats.mean_accepted > 4  # draft lengths grew with the measured acceptance
+    assert len(out) / stats.target_forwards > 4  # draft lengths grew with the measured acceptance
 
 
 def test_seeded_sampling_equals_plain_sampling(llm):
