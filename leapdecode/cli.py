@@ -111,7 +111,7 @@ def _draft_dtype_argument(p: argparse.ArgumentParser) -> None:
                         "else the target's); lossless at any, the target verifies every token")
 def _tree_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", type=int, default=None, metavar="N",
-                   help="ngram, suffix, draft: draft a token tree of up to N alternative branches, verified in one "
+                   help="ngram, suffix: draft a token tree of up to N alternative branches, verified in one "
                         "forward (default: a chain)")
 
 
@@ -219,7 +219,7 @@ def _tree_width(method: str, tree: int) -> int:
     from leapdecode.tree import tree_width
 
     if tree_width(tree) and not can_tree(method):
-        raise LeapError(f"method {method} cannot propose token trees (--tree goes with ngram, suffix or draft)")
+        raise LeapError(f"method {method} cannot propose token trees (--tree goes with ngram or suffix)")
     return tree
 
 
