@@ -276,7 +276,7 @@ def test_suffix_automaton_stays_linear() -> None:
 
 
 def test_make_drafter(tmp_path: Path) -> None:
-    assert DRAFTER_METHODS == ("none", "ngram", "suffix", "draft", "layerskip", "auto")
+    assert DRAFTER_METHODS == ("none", "ngram", "suffix", "draft", "layerskip", "auto", "jacobi", "lookahead")
     assert isinstance(make_drafter("none"), NoDrafter)
     ngram = make_drafter("ngram", max_n=3)
     assert isinstance(ngram, NgramDrafter) and ngram.max_n == 3

@@ -27,6 +27,8 @@ def test_adapter_greedy_equals_transformers(adapter_llm, prompt_ids, hf_greedy, 
 def test_adapter_refuses_tree_masks(adapter_llm):
     import torch
 
-    with pytest.raises(NotImplementedError, match="token trees"):
+    from leapdecode.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="token trees"):
         adapter_llm.network.forward(torch.tensor([[1, 2]]), 0, adapter_llm.network.new_cache(8),
                                     mask=torch.ones(2, 2, dtype=torch.bool))
