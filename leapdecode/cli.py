@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", nargs="?", help="the prompt (else --prompt-file, else standard input)")
     g.add_argument("--prompt-file", help="read the prompt from this file")
     _model_arguments(g)
-    g.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
-                   help="drafting method (default: suffix); auto picks among the others per step")
+    g.add_argument("--method", default="auto", choices=DRAFTER_METHODS,
+                   help="drafting method (default: auto, which picks among the others per step)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -119,7 +119,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     from leapdecode.drafters import DRAFTER_METHODS
 
     _model_arguments(p)
-    p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
+    p.add_argument("--method", default="auto", choices=DRAFTER_METHODS,
                    help="default drafting method (a request may name another; 'none' turns speculation off)")
     p.add_argument("--draft-model", help="method draft, and an arm of auto: the smaller model with the same tokenizer "
                                          "(name or path)")
