@@ -119,7 +119,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     from leapdecode.drafters import DRAFTER_METHODS
 
     _model_arguments(p)
-    p.add_argument("--method", default="auto", choices=DRAFTER_METHODS,
+    p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
                    help="default drafting method (a request may name another; 'none' turns speculation off)")
     p.add_argument("--draft-model", help="method draft, and an arm of auto: the smaller model with the same tokenizer "
                                          "(name or path)")
