@@ -41,10 +41,7 @@ class DraftModels:
     def _precision(self, spec: str, dtype: str) -> str:
         if dtype != "auto":
             return dtype
-        try:
-            return "auto" if resolve_source(spec).gguf is not None else self.precision
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"draft model: {exc}") from exc
+        return "auto" if resolve_source(spec).gguf is not None else self.precision  # load() names the draft
 
 
 def tokenizer_difference(target: Any, draft: Any) -> str:
