@@ -111,8 +111,14 @@ def _draft_dtype_argument(p: argparse.ArgumentParser) -> None:
                         "else the target's); lossless at any, the target verifies every token")
 def _tree_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", type=int, default=None, metavar="N",
-                   help="ngram, suffix: draft a token tree of up to N alternative branches, verified in one "
-                        "forward (default: a chain)")
+                   help=f"{', '.join(_tree_methods())}: draft a token tree of up to N alternative branches, "
+                        "verified in one forward (default: a chain)")
+
+
+def _tree_methods() -> list[str]:
+    from leapdecode.drafters import DRAFTER_METHODS, can_tree
+
+    return [m for m in DRAFTER_METHODS if can_tree(m)]
 
 
 def _server_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,11 +221,10 @@ def _lookahead_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _tree_width(method: str, tree: int) -> int:
     """--tree, checked before the model loads: a width for a method that can tree."""
-    from leapdecode.drafters import can_tree
     from leapdecode.tree import tree_width
 
-    if tree_width(tree) and not can_tree(method):
-        raise LeapError(f"method {method} cannot propose token trees (--tree goes with ngram or suffix)")
+    if tree_width(tree) and method not in _tree_methods():
+        raise LeapError(f"method {method} cannot propose token trees (--tree goes with {' or '.join(_tree_methods())})")
     return tree
 
 

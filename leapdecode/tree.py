@@ -108,10 +108,21 @@ def from_branches(branches: Sequence[Sequence[int]], budget: int) -> Draft:
                 token.append(t)
                 parent.append(at)
             at = node
-    keep = sorted(range(len(token)), key=lambda n: (score[n], n))[: max(0, min(budget, MAX_NODES))]
+    return subtree(token, parent, best_first(score, budget))
+
+
+def best_first(keys: Sequence[float], budget: int) -> list[int]:
+    """The `budget` (at most MAX_NODES) nodes of a grown tree with the lowest keys, in key order; ties keep
+    creation order. Keys that never fall from parent to child make this a subtree, parents first."""
+    return sorted(range(len(keys)), key=lambda n: (keys[n], n))[: max(0, min(budget, MAX_NODES))]
+
+
+def subtree(tokens: Sequence[int], parents: Sequence[int], keep: Sequence[int]) -> Draft:
+    """The draft of nodes `keep` (a subtree, parents first) of a grown tree given in creation order.
+    A single branch comes back as a plain chain, which needs no mask."""
     new = {old: i for i, old in enumerate(keep)}
-    tokens = torch.tensor([token[n] for n in keep], dtype=torch.long)  # [k]
-    parents = [new.get(parent[n], -1) for n in keep]
-    if parents == list(range(-1, len(keep) - 1)):  # a single branch: a chain needs no mask
-        return Draft(tokens=tokens)
-    return Draft(tokens=tokens, parents=torch.tensor(parents, dtype=torch.long))  # [k]
+    kept = torch.tensor([tokens[n] for n in keep], dtype=torch.long)  # [k]
+    kept_parents = [new.get(parents[n], -1) for n in keep]
+    if kept_parents == list(range(-1, len(keep) - 1)):
+        return Draft(tokens=kept)
+    return Draft(tokens=kept, parents=torch.tensor(kept_parents, dtype=torch.long))  # [k]

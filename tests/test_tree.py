@@ -1,9 +1,10 @@
-"""Token trees: geometry, compaction, and lossless verification of trees drafted by ngram and suffix.
+"""Token trees: geometry, compaction, and lossless verification of trees drafted by ngram, suffix and a draft model.
 
 The trees here are the drafters' own on the conftest prompts, verified by the real model: greedy output
 equals transformers' greedy generate(), reduced precision equals our own plain decoding bit for bit,
 seeded sampling equals plain seeded sampling, and a batch mixing a tree with chains equals each alone.
-The greedy test also checks the trees branched and that a non-first branch was accepted, so it proves
+The draft-model tree tests also check the draft's own cache: compacted to the committed path, and never
+past the request's capacity. The greedy tests also check the trees branched and that a non-first branch was accepted, so it proves
 something about trees and not only about chains.
 """
 
@@ -20,16 +21,19 @@ from leapdecode.api import Run
 from leapdecode.bench import BenchConfig, add_bench_arguments, bench_config_from_args
 from leapdecode.bench.contenders import build_contenders
 from leapdecode.bench.divergence import first_difference, top2_gap
-from leapdecode.drafters import make_drafter
+from leapdecode.bench.harness import drafter_options
+from leapdecode.drafters import can_tree, make_drafter
+from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.errors import InvalidRequest, LeapError
 from leapdecode.models.hf_adapter import HFAdapter
 from leapdecode.models.base import Segment
 from leapdecode.sampling import target_probs
 from leapdecode.scheduler import Scheduler, SchedulerConfig
 from leapdecode.tree import MAX_NODES, TokenTree, from_branches
-from leapdecode.types import Draft, SamplingParams, Verdict
+from leapdecode.types import Draft, SamplingParams, SeqView, Verdict
 from leapdecode.verify import verify_greedy, verify_sampling
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
+from tests.test_draft_model import truncated  # noqa: F401 (a fixture: the model cut to its first layers)
 from tests.test_sampling import TV_TOL, _tv
 
 NEAR_TIE = 1e-4
@@ -245,6 +249,61 @@ def test_bfloat16_tree_equals_own_plain_decoding(llm_bf16):
     assert trees > 0
 
 
+def _assert_cache_is_a_chain(drafter: DraftModelDrafter) -> None:
+    """The draft's cache after its compactions == one chain forward of the tokens it says it holds."""
+    n = len(drafter.fed)
+    fresh = drafter.net.new_cache(n + 1)
+    drafter.net.forward(torch.tensor([drafter.fed]), 0, fresh, logits=False)
+    assert drafter.cache.length == n
+    torch.testing.assert_close(drafter.cache.k[:, :, :, :n], fresh.k[:, :, :, :n], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(drafter.cache.v[:, :, :, :n], fresh.v[:, :, :, :n], rtol=1e-4, atol=1e-4)
+
+
+def test_draft_model_tree_greedy_equals_transformers_and_branches(llm, hf_model, prompt_ids, hf_greedy, truncated):
+    """A truncated copy of the model drafts (threshold 0: it grows every branch worth growing); accepted
+    paths run through slots fed at different levels, so its cache is compacted along the way."""
+    assert can_tree("draft")
+    seen: Counter = Counter()
+    for i in (0, 4):
+        out, steps, run = _decode_counting(llm, prompt_ids[i], 40, method="draft", draft_model=truncated, tree=3,
+                                           draft_threshold=0.0)
+        _assert_greedy(hf_model, prompt_ids[i], hf_greedy[i][:40], out, f"draft tree, prompt {i}")
+        _assert_cache_is_a_chain(run.engine.drafter)
+        seen += steps
+    assert seen["trees"] > 0 and seen["siblings"] == seen["trees"]
+    assert seen["accepted"] > 0
+
+
+def test_draft_model_tree_sampling_equals_plain_sampling(llm, prompt_ids, truncated):
+    ids = prompt_ids[1]
+    plain = llm.generate(prompt_ids=ids, method="none", temperature=0.8, seed=4, max_new_tokens=32)
+    tree = llm.generate(prompt_ids=ids, method="draft", draft_model=truncated, tree=3, temperature=0.8, seed=4,
+                        max_new_tokens=32)
+    assert tree.token_ids == plain.token_ids and tree.stats.accepted > 0
+
+
+def test_draft_model_tree_stays_within_capacity(llm, truncated):
+    """Every node the tree feeds takes a draft cache slot: with 3 slots left the tree stops growing there,
+    where a roomier cache grows it further; in a request no tree ever passes the request's capacity."""
+    draft, ids = llm.drafts.load(truncated), llm.encode("Count from one to twenty.")
+
+    def grown(capacity: int) -> DraftModelDrafter:
+        cfg = DraftModelConfig(0.0, capacity, llm.network.vocab_size, tree=4)
+        drafter = DraftModelDrafter(draft, cfg, SamplingParams(), torch.Generator())
+        assert drafter.propose(SeqView(list(ids), len(ids)), 4).is_tree
+        return drafter
+
+    tight, roomy = grown(len(ids) + 3), grown(len(ids) + 64)
+    assert tight.tree.n + tight.tree.fed <= tight.limit == len(ids) + 3 and tight.cache.length <= tight.limit
+    assert roomy.tree.fed > tight.tree.fed  # the limit, not the budget, stopped the tight tree
+    run = llm.stream("List ten fruits, one per line.", method="draft", draft_model=truncated, tree=3,
+                     draft_threshold=0.0, max_new_tokens=40)
+    drafter = run.engine.drafter
+    used = [drafter.tree.n + drafter.tree.fed for _ in run.steps() if drafter.tree is not None]
+    capacity = len(run.prompt_ids) + 40 + 12 + 1  # prompt + max_new_tokens + max_draft_length + 1, as api.py
+    assert used and max(used) <= drafter.limit == capacity
+
+
 # --- sampling -------------------------------------------------------------------------------------------
 
 
@@ -314,7 +373,7 @@ def test_scheduler_batches_a_tree_with_chains(llm, prompt_ids):
 
 
 def test_tree_errors(llm, hf_model):
-    for method in ("none", "layerskip"):  # layerskip drafts by skipping the target's layers: a chain
+    for method in ("none", "layerskip", "jacobi"):  # layerskip drafts by skipping the target's layers: a chain
         with pytest.raises(InvalidRequest, match=f"method {method} cannot propose token trees"):
             make_drafter(method, tree=2)
     make_drafter("none", tree=0)  # a chain is what every method does
@@ -341,6 +400,12 @@ def test_bench_runs_tree_variants_beside_their_chains():
     add_bench_arguments(parser)
     cfg = bench_config_from_args(parser.parse_args(["--methods", "hf,none,ngram,suffix", "--tree", "4"]))
     assert cfg.methods == ("hf", "none", "ngram", "ngram:tree", "suffix", "suffix:tree")
+    options = drafter_options(cfg)
+    assert options["ngram:tree"] == {"tree": 4} and options["suffix:tree"] == {"tree": 4}
+    cfg = BenchConfig(methods=("none", "draft", "draft:tree"), draft_model="d")
+    assert drafter_options(cfg)["draft:tree"] == {"draft_model": "d", "draft_dtype": "auto", "tree": 3}
+    with pytest.raises(LeapError, match="draft-model"):
+        BenchConfig(methods=("draft:tree",))
     for bad in ({"methods": ("layerskip:tree",)}, {"methods": ("suffix:tree",), "tree": 1}):
         with pytest.raises(LeapError):
             BenchConfig(**bad)

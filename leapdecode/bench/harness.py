@@ -51,10 +51,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for m in cfg.methods
         if m in LLAMACPP_METHODS and gguf is not None
     }
-    options = _drafter_options(cfg)
-    for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):  # the chain method's options, and a tree
-        options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, options)
+    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, drafter_options(cfg))
     warm_up(warm_prompts, contenders)
     records = run_interleaved(prompts, contenders)
     # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain
@@ -70,11 +67,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     return results
 
 
-def _drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
-    """Per engine method, the options the flags give it; auto gets every arm the flags make possible."""
+def drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
+    """Per engine method, the options the flags give it; auto gets every arm the flags make possible, and a
+    :tree variant its chain method's options and a tree."""
     draft = {"draft_model": cfg.draft_model, "draft_dtype": cfg.draft_dtype} if cfg.draft_model else {}
     skip = {"skip_layers": cfg.skip_layers} if cfg.skip_layers else {}
-    return {"draft": draft, "layerskip": skip, "auto": draft | skip}
+    options = {"draft": draft, "layerskip": skip, "auto": draft | skip}
+    for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):
+        options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
+    return options
 
 
 def _models_rss(llm: Any, cfg: BenchConfig) -> dict[str, float]:
@@ -82,10 +83,10 @@ def _models_rss(llm: Any, cfg: BenchConfig) -> dict[str, float]:
     the methods that draft with it (loaded here, once; the LLM keeps it for them)."""
     target = peak_rss_mb()
     with_draft = target
-    if cfg.draft_model and any(m in DRAFT_USERS for m in cfg.methods):
+    if cfg.draft_model and any(base_method(m) in DRAFT_USERS for m in cfg.methods):
         llm.drafts.load(cfg.draft_model, cfg.draft_dtype)
         with_draft = peak_rss_mb()
-    return {m: with_draft if m in DRAFT_USERS and cfg.draft_model else target
+    return {m: with_draft if base_method(m) in DRAFT_USERS and cfg.draft_model else target
             for m in cfg.methods if m not in HF_METHODS + LLAMACPP_METHODS}
 
 

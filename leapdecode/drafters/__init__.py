@@ -38,13 +38,17 @@ def _suffix(
 
 
 def _draft_model(
-    draft_model: str, draft_threshold: float = 0.4, draft_dtype: str = "auto", *,
+    draft_model: str, draft_threshold: float = 0.4, draft_dtype: str = "auto", tree: int | None = 0, *,
     load_model: Callable[[str, str], Any], params: SamplingParams, gen: torch.Generator, capacity: int, vocab: int
 ) -> DraftModelDrafter:
     """draft_model: a name or path that load_model turns into a network with the target's tokenizer, at
-    draft_dtype (auto: a GGUF at its stored precision, see models/draft_models.py)."""
-    cfg = DraftModelConfig(threshold=draft_threshold, capacity=capacity, vocab=vocab)
-    return DraftModelDrafter(load_model(draft_model, draft_dtype), cfg, params, gen)
+    draft_dtype (auto: a GGUF at its stored precision, see models/draft_models.py). tree: grow token trees of
+    that many first-level branches, which needs a draft network that takes a tree mask."""
+    cfg = DraftModelConfig(threshold=draft_threshold, capacity=capacity, vocab=vocab, tree=tree or 0)
+    network = load_model(draft_model, draft_dtype)
+    if cfg.tree > 1 and not getattr(network, "token_trees", False):
+        raise InvalidRequest(f"draft model {draft_model!r}: {TREES_REFUSED}")
+    return DraftModelDrafter(network, cfg, params, gen)
 
 
 def _layerskip(

@@ -8,8 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from leapdecode.drafters.draft_tree import DraftTree
 from leapdecode.errors import InvalidRequest
 from leapdecode.sampling import sample, target_probs
+from leapdecode.tree import tree_width
 from leapdecode.types import Draft, SamplingParams, SeqView
 
 # New committed tokens fed in one logits forward; a longer catch-up (the prompt) first fills the cache
@@ -24,8 +26,10 @@ class DraftModelConfig:
     threshold: float  # stop after a drafted token whose draft confidence (top probability) is below it; 0: always k
     capacity: int  # the request's KV slots: the draft's cache holds at most this many
     vocab: int  # the target's logits width: draft distributions are laid out over the same ids
+    tree: int = 0  # first-level branches of a token tree; 0 or 1: a chain
 
     def __post_init__(self) -> None:
+        tree_width(self.tree)
         if not 0.0 <= self.threshold <= 1.0:
             raise InvalidRequest(f"draft_threshold must be between 0 and 1, got {self.threshold}")
         if self.capacity < 1 or self.vocab < 1:
@@ -40,6 +44,8 @@ class DraftModelDrafter:
     reused) and the rest rolled back by moving the length; only tokens the draft has not seen are fed.
     Greedy requests draft by argmax; sampled ones sample from the draft's distribution after the request's
     temperature / top-k / top-p and return it as probs, which keeps speculative sampling exact.
+    With cfg.tree > 1 it grows a token tree instead (draft_tree.py): deterministic for every request, as
+    trees must be, since each node is a ranked guess rather than a draw.
     """
 
     def __init__(self, network: Any, cfg: DraftModelConfig, params: SamplingParams, gen: torch.Generator) -> None:
@@ -48,13 +54,17 @@ class DraftModelDrafter:
         self.cache = network.new_cache(self.limit)
         self.fed: list[int] = []  # tokens whose KV sits in cache slots [0, len(fed))
         self.base = 0  # committed tokens at the last proposal: fed[:base] is rarely worth re-checking
+        self.tree: DraftTree | None = None  # the last proposal's tree, until its accepted path is in place
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
         toks = ctx.tokens
+        self._follow_tree(toks)
         k = min(k, self.limit - len(toks) + 1)  # the last draft is never fed: len(toks) - 1 + k slots
         if k < 1:
             return Draft.empty()
         logits = self._catch_up(toks)  # [V]
+        if self.cfg.tree > 1:
+            return self._grow_tree(logits, k, len(toks))
         tokens: list[Tensor] = []
         probs: list[Tensor] = []
         for i in range(k):
@@ -69,6 +79,28 @@ class DraftModelDrafter:
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
         pass  # propose reconciles the cache with ctx itself, which also covers a sequence it never saw
+
+    def _grow_tree(self, logits: Tensor, k: int, n: int) -> Draft:
+        """A token tree of at most k nodes after the n committed tokens, whose KV the cache holds; logits [V']."""
+        tree = self.tree = DraftTree(n)
+        top = torch.topk(self._distribution(logits), min(self.cfg.tree, k))
+        leaves = [tree.add(t, -1, p) for p, t in zip(top.values.tolist(), top.indices.tolist()) if p > 0]
+        # every fed node takes a cache slot after the n committed ones: never past the request's capacity
+        while leaves := tree.worth_growing(leaves, k, self.cfg.threshold)[: max(0, self.limit - n - tree.fed)]:
+            tokens, start, mask, positions = tree.feed(leaves)
+            out = self.net.forward(tokens[None], start, self.cache, mask, positions=positions)[0]  # [R, V']
+            best = self._distribution(out).max(dim=-1)  # each branch goes on with the draft's argmax
+            leaves = [tree.add(t, x, p) for x, p, t in zip(leaves, best.values.tolist(), best.indices.tolist())]
+        return tree.draft(k)
+
+    def _follow_tree(self, toks: list[int]) -> None:
+        """Move the KV of the last tree's nodes the committed text went through into consecutive slots."""
+        tree, self.tree = self.tree, None
+        if tree is None or len(toks) <= tree.n or common_prefix(self.fed, toks, tree.n) < tree.n:
+            return
+        path = tree.followed(toks)
+        self.cache.keep_path(tree.n - 1, path)
+        self.fed.extend(toks[tree.n : tree.n + len(path)])
 
     def _catch_up(self, toks: list[int]) -> Tensor:
         """Roll back to the longest still-valid prefix, feed the rest; logits [V] after the last token."""
@@ -94,7 +126,7 @@ class DraftModelDrafter:
         return out
 
     def _distribution(self, logits: Tensor) -> Tensor:
-        """Draft logits [V'] -> the distribution q [V] drafts are drawn from, over the target's ids."""
+        """Draft logits [..., V'] -> the distribution q [..., V] drafts are drawn from, over the target's ids."""
         logits = fit_width(logits.float(), self.cfg.vocab)
         if self.params.greedy:
             return torch.softmax(logits, dim=-1)
