@@ -287,19 +287,23 @@ def test_draft_model_tree_stays_within_capacity(llm, truncated):
     where a roomier cache grows it further; in a request no tree ever passes the request's capacity."""
     draft, ids = llm.drafts.load(truncated), llm.encode("Count from one to twenty.")
 
-    def grown(capacity: int) -> DraftModelDrafter:
+    def grown(capacity: int) -> tuple[DraftModelDrafter, Draft]:
         cfg = DraftModelConfig(0.0, capacity, llm.network.vocab_size, tree=4)
         drafter = DraftModelDrafter(draft, cfg, SamplingParams(), torch.Generator())
-        assert drafter.propose(SeqView(list(ids), len(ids)), 4).is_tree
-        return drafter
+        return drafter, drafter.propose(SeqView(list(ids), len(ids)), 12)
 
-    tight, roomy = grown(len(ids) + 3), grown(len(ids) + 64)
+    (tight, _), (roomy, roomy_draft) = grown(len(ids) + 3), grown(len(ids) + 64)
+    assert roomy_draft.is_tree and len(roomy_draft) == 12  # room for alternatives to make the budget
     assert tight.tree.n + tight.tree.fed <= tight.limit == len(ids) + 3 and tight.cache.length <= tight.limit
     assert roomy.tree.fed > tight.tree.fed  # the limit, not the budget, stopped the tight tree
     run = llm.stream("List ten fruits, one per line.", method="draft", draft_model=truncated, tree=3,
                      draft_threshold=0.0, max_new_tokens=40)
-    drafter = run.engine.drafter
-    used = [drafter.tree.n + drafter.tree.fed for _ in run.steps() if drafter.tree is not None]
+    run.start()
+    drafter, used = run.engine.drafter, []
+    while not run.done:
+        run.push(run.engine.step(run.budget()))
+        if drafter.tree is not None:
+            used.append(drafter.tree.n + drafter.tree.fed)
     capacity = len(run.prompt_ids) + 40 + 12 + 1  # prompt + max_new_tokens + max_draft_length + 1, as api.py
     assert used and max(used) <= drafter.limit == capacity
 
