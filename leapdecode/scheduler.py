@@ -19,6 +19,7 @@ from torch import Tensor
 from leapdecode.api import Run
 from leapdecode.draft_planner import Acceptance, plan_drafts
 from leapdecode.errors import InvalidRequest, LeapError, one_line
+from leapdecode.speculation_gate import SpeculationGate
 from leapdecode.step_cost import StepCost
 from leapdecode.types import Draft, GenerationResult
 
@@ -31,7 +32,7 @@ class QueueFull(LeapError):
 class SchedulerConfig:
     max_batch: int = 16  # requests decoding together
     max_queue: int = 64  # requests waiting to be admitted
-    adaptive: bool = True  # trim drafts by measured step cost (speculation backs off under load)
+    adaptive: bool = True  # trim drafts by measured step cost, and speculate only where whole steps say it pays
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_queue < 0:
@@ -70,6 +71,7 @@ class Scheduler:
         self.network, self.config = network, config
         self.on_step = on_step  # (requests, rows, seconds) after each batched forward, for metrics
         self.cost = StepCost()
+        self.gate = SpeculationGate()
         self._queue: deque[Ticket] = deque()
         self._running: list[Ticket] = []
         self._wake = threading.Condition()
@@ -171,10 +173,14 @@ class Scheduler:
 
     def step(self) -> None:
         """One batched step for every running request: propose, plan, forward, settle."""
-        self._propose()
+        start, batch = time.perf_counter(), len(self._running)
+        speculate = self.gate.speculate(batch) if self.config.adaptive else True
+        self._propose(speculate)
         self._plan()
         logits, seconds = self._forward()
-        self._settle(logits, seconds)
+        tokens = self._settle(logits, seconds)
+        if self.config.adaptive:
+            self.gate.observe(batch, speculate, tokens, time.perf_counter() - start)
 
     def _admit(self) -> None:
         while len(self._running) < self.config.max_batch:
@@ -192,9 +198,10 @@ class Scheduler:
                 continue
             self._running.append(ticket)
 
-    def _propose(self) -> None:
+    def _propose(self, speculate: bool) -> None:
+        """Each request's draft; none at all (drafters not even asked) where speculating does not pay."""
         for t in self._running:
-            t.draft = t.run.engine.propose(t.run.budget())
+            t.draft = t.run.engine.propose(t.run.budget() if speculate else 0)
 
     def _plan(self) -> None:
         if not self.config.adaptive:
@@ -215,19 +222,21 @@ class Scheduler:
             self.on_step(len(segments), rows, seconds)
         return logits, seconds
 
-    def _settle(self, logits: Tensor, seconds: float) -> None:  # logits [sum T, V]
-        row = 0
+    def _settle(self, logits: Tensor, seconds: float) -> int:  # logits [sum T, V]
+        """Verify and commit every request's share of the logits; the tokens the step yielded."""
+        row = yielded = 0
         for t in self._running:
             k = len(t.draft)
             before = len(t.run.finisher.ids)
             # Each request waited for the whole batch's forward: its verify time, as it experienced it.
             tokens = t.run.engine.settle(t.draft, logits[row : row + t.draft.rows], seconds)
             row += t.draft.rows
-            accepted = len(tokens) - 1
+            accepted, yielded = len(tokens) - 1, yielded + len(tokens)
             t.acceptance.update(k, accepted)
             t.run.push(tokens)
             _send(t, Event(text=t.run.finisher.delta(), tokens=len(t.run.finisher.ids) - before, drafted=k,
                            accepted=accepted))
+        return yielded
 
     def _retire(self) -> None:
         still = []

@@ -82,7 +82,8 @@ class AutoDrafter:
         self.idle = dict.fromkeys(self.gaps, 0)  # steps since each costly arm last ran
         self.since_rows = 0  # steps since one verified a draft token
         self._rows = 0  # this step's verified rows
-        self._started = self._proposed = None  # this step's clock: propose began, propose ended
+        self._started = self._proposed = None  # this step's clock: propose began, propose ended (until commit)
+        self._timed = False  # the last step was proposed and committed: its overhead can be read off the clock
         self._accounted = 0.0  # seconds of the last step that were the forward or a costly propose
         self._costs = (1.0, 0.0)  # this step's (plain step seconds, seconds per draft token): AutoMemory.step_costs
 
@@ -106,10 +107,14 @@ class AutoDrafter:
         return Draft(tokens=torch.tensor(tokens, dtype=torch.long), arm=choice.arm, chances=chances)  # [n]
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
+        # A step the engine took without asking for a draft (a batch not speculating, no room left) is not
+        # timed: neither its forward nor, on the next propose, the overhead around it.
+        self._timed = self._proposed is not None
         if self._proposed is not None:  # in a batch: the whole batch's forward, over rows the planner may trim
             forward = time.perf_counter() - self._proposed
             self.memory.step.observe(self._rows, forward)
             self._accounted += forward
+            self._proposed = None
         self._score(ctx.tokens)
 
     # --- choosing -------------------------------------------------------------------------------------
@@ -203,7 +208,7 @@ class AutoDrafter:
         """The last step's time outside its forward and costly propose: the loop's overhead, paid whatever
         is chosen (cheap arms' proposing, bookkeeping, streaming)."""
         now = time.perf_counter()
-        if self._started is not None and self._proposed is not None:
+        if self._started is not None and self._timed:
             self.memory.observe_overhead(now - self._started - self._accounted)
         self._started = now
 

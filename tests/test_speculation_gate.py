@@ -1,0 +1,80 @@
+"""The speculation gate: per batch size, speculate only where whole steps measured both ways say it pays.
+A batch whose steps switch speculation on and off still gives every request its plain greedy text."""
+
+from __future__ import annotations
+
+from leapdecode.scheduler import Scheduler, SchedulerConfig
+from leapdecode.speculation_gate import LOOK_EVERY, TRY_STEPS, SpeculationGate
+
+
+def _drive(gate: SpeculationGate, batch: int, steps: int, on_rate: float, off_rate: float) -> list[bool]:
+    """Run `steps` steps at a batch size whose steps yield on_rate / off_rate tokens per second."""
+    chosen = []
+    for _ in range(steps):
+        on = gate.speculate(batch)
+        gate.observe(batch, on, tokens=int(100 * (on_rate if on else off_rate)), seconds=100.0)
+        chosen.append(on)
+    return chosen
+
+
+def test_tries_both_ways_then_keeps_the_faster():
+    gate = SpeculationGate()
+    chosen = _drive(gate, 8, 2 * TRY_STEPS + 50, on_rate=0.9, off_rate=1.0)
+    assert chosen[:TRY_STEPS] == [True] * TRY_STEPS and chosen[TRY_STEPS : 2 * TRY_STEPS] == [False] * TRY_STEPS
+    assert not any(chosen[2 * TRY_STEPS :])  # off wins at this batch size
+    assert gate.rates(8)[0] < gate.rates(8)[1]
+    faster_on = _drive(SpeculationGate(), 1, 2 * TRY_STEPS + 50, on_rate=1.3, off_rate=1.0)
+    assert all(faster_on[2 * TRY_STEPS :])
+
+
+def test_batch_sizes_are_judged_apart():
+    gate = SpeculationGate()
+    _drive(gate, 1, 3 * TRY_STEPS, on_rate=1.5, off_rate=1.0)
+    _drive(gate, 8, 3 * TRY_STEPS, on_rate=0.8, off_rate=1.0)
+    assert gate.speculate(1) and not gate.speculate(8)
+    assert gate.rates(4) == (0.0, 0.0) and gate.speculate(4)  # a new size starts by trying speculation
+
+
+def test_the_losing_way_is_looked_at_again_and_can_win():
+    gate = SpeculationGate()
+    chosen = _drive(gate, 2, 2 * TRY_STEPS + LOOK_EVERY + TRY_STEPS, on_rate=0.5, off_rate=1.0)
+    looks = chosen[2 * TRY_STEPS :]
+    assert looks.count(True) == TRY_STEPS  # one look of TRY_STEPS steps per LOOK_EVERY
+    # The text turns repetitive: speculation now pays, and the next look finds it.
+    later = _drive(gate, 2, 3 * LOOK_EVERY, on_rate=3.0, off_rate=1.0)
+    assert sum(later[-LOOK_EVERY:]) >= LOOK_EVERY - TRY_STEPS  # on, but for a look back at off
+
+
+class _AlternatingGate(SpeculationGate):
+    """Speculation on and off every other step: drafters are skipped, then asked again, mid-request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def speculate(self, batch: int) -> bool:
+        self.calls += 1
+        return self.calls % 2 == 0
+
+
+def test_steps_without_drafts_keep_every_request_lossless(llm, prompt_ids):
+    sched = Scheduler(llm.network, SchedulerConfig(max_batch=3))
+    sched.gate = _AlternatingGate()
+    picks = [(0, "auto"), (4, "suffix"), (7, "ngram")]
+    runs = [llm.stream(prompt_ids=prompt_ids[i], method=m, max_new_tokens=32) for i, m in picks]
+    drafted: list[int] = []
+    finished: list[str] = []
+
+    def listen(ev) -> None:
+        drafted.append(ev.drafted)
+        if ev.finish_reason:
+            finished.append(ev.finish_reason)
+
+    for run in runs:
+        sched.submit(run, listen)
+    sched.run(keep_going=lambda: len(finished) < len(runs))
+    assert finished.count("error") == 0 and len(finished) == len(runs)
+    for (i, _), run in zip(picks, runs):
+        assert run.result().token_ids == llm.generate(prompt_ids=prompt_ids[i], method="none",
+                                                      max_new_tokens=32).token_ids
+    assert sum(drafted) > 0 and drafted.count(0) > len(drafted) // 2  # off steps drafted nothing
