@@ -174,12 +174,14 @@ class Scheduler:
     def step(self) -> None:
         """One batched step for every running request: propose, plan, forward, settle."""
         start, batch = time.perf_counter(), len(self._running)
-        speculate = self.gate.speculate(batch) if self.config.adaptive else True
+        # A batch where nobody drafts says nothing about whether drafting pays.
+        gated = self.config.adaptive and any(t.run.opts.method != "none" for t in self._running)
+        speculate = self.gate.speculate(batch) if gated else True
         self._propose(speculate)
         self._plan()
         logits, seconds = self._forward()
         tokens = self._settle(logits, seconds)
-        if self.config.adaptive:
+        if gated:
             self.gate.observe(batch, speculate, tokens, time.perf_counter() - start)
 
     def _admit(self) -> None:

@@ -10,29 +10,36 @@ Either way the output is the same: off only means the step verifies no draft.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
+from statistics import median
 
 TRY_STEPS = 8  # steps each way before either is trusted, and the length of each later look at the other way
 LOOK_EVERY = 128  # steps between looks at the way that is losing
-DECAY = 0.98  # a step's weight in its way's rate fades over about fifty steps of that way
+WINDOW = 64  # the latest steps of a way that its rate is read from
+STALL = 3.0  # a step this many times slower than the way's median step is a stall (a first call, a page fault,
+# the machine busy elsewhere), not what the way costs: it is left out of the rate
 
 
 @dataclass(slots=True)
 class _Rate:
-    """Tokens per second of one way, recent steps weighing most."""
+    """Tokens per second of one way over its latest steps, stalls left out."""
 
-    tokens: float = 0.0
-    seconds: float = 0.0
-    steps: int = 0
+    steps: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))  # (tokens, seconds)
+    seen: int = 0
 
     def observe(self, tokens: int, seconds: float) -> None:
-        self.tokens = DECAY * self.tokens + tokens
-        self.seconds = DECAY * self.seconds + seconds
-        self.steps += 1
+        self.steps.append((tokens, seconds))
+        self.seen += 1
 
     @property
     def value(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+        if not self.steps:
+            return 0.0
+        cap = STALL * median(s for _, s in self.steps)
+        kept = [(n, s) for n, s in self.steps if s <= cap]
+        seconds = sum(s for _, s in kept)
+        return sum(n for n, _ in kept) / seconds if seconds > 0 else 0.0
 
 
 @dataclass(slots=True)
@@ -44,16 +51,16 @@ class _Bucket:
 
 
 class SpeculationGate:
-    """speculate(batch) before a step, observe(...) after it."""
+    """speculate(batch) before a step, observe(...) after it; only steps where some request drafts count."""
 
     def __init__(self) -> None:
         self._buckets: dict[int, _Bucket] = {}
 
     def speculate(self, batch: int) -> bool:
         b = self._buckets.setdefault(batch, _Bucket())
-        if b.on.steps < TRY_STEPS:
+        if b.on.seen < TRY_STEPS:
             return True
-        if b.off.steps < TRY_STEPS:
+        if b.off.seen < TRY_STEPS:
             return False
         winner = b.on.value >= b.off.value
         b.steps += 1

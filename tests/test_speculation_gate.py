@@ -45,6 +45,24 @@ def test_the_losing_way_is_looked_at_again_and_can_win():
     assert sum(later[-LOOK_EVERY:]) >= LOOK_EVERY - TRY_STEPS  # on, but for a look back at off
 
 
+def test_a_stall_does_not_decide():
+    """The first speculative step of a fresh server can take seconds (first calls); it is not the way's cost."""
+    gate = SpeculationGate()
+    gate.observe(1, True, tokens=2, seconds=5.0)
+    _drive(gate, 1, 3 * TRY_STEPS, on_rate=1.3, off_rate=1.0)
+    assert gate.speculate(1) and gate.rates(1)[0] > gate.rates(1)[1]
+
+
+def test_batches_that_do_not_draft_leave_the_gate_alone(llm, prompt_ids):
+    sched = Scheduler(llm.network, SchedulerConfig(max_batch=2))
+    runs = [llm.stream(prompt_ids=prompt_ids[i], method="none", max_new_tokens=12) for i in (0, 1)]
+    finished: list[str] = []
+    for run in runs:
+        sched.submit(run, lambda ev: finished.append(ev.finish_reason) if ev.finish_reason else None)
+    sched.run(keep_going=lambda: len(finished) < len(runs))
+    assert all(gate_rate == 0.0 for size in (1, 2) for gate_rate in sched.gate.rates(size))
+
+
 class _AlternatingGate(SpeculationGate):
     """Speculation on and off every other step: drafters are skipped, then asked again, mid-request."""
 
