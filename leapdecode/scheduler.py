@@ -28,6 +28,10 @@ class QueueFull(LeapError):
     """More requests are waiting than the server is configured to hold."""
 
 
+class ShuttingDown(QueueFull):
+    """The scheduler is stopping: it finishes what runs and takes nothing new."""
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     max_batch: int = 16  # requests decoding together
@@ -94,7 +98,7 @@ class Scheduler:
     def submit(self, run: Run, emit: Callable[[Event], None]) -> Ticket:
         with self._wake:
             if self._stopping:
-                raise QueueFull("the server is shutting down")
+                raise ShuttingDown("the server is shutting down; retry on another replica or after it restarts")
             if len(self._queue) >= self.config.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests are already waiting; try again shortly")
             ticket = Ticket(run, emit)

@@ -183,6 +183,19 @@ def test_client_disconnect_frees_the_slot_and_others_flow(server, llm):
     assert server.metric("leapdecode_requests_total", '{endpoint="/v1/completions",outcome="cancelled"}') == cancelled + 1
 
 
+def test_a_stopping_server_answers_503_with_retry_after(llm):
+    srv = LiveServer(llm)
+    try:
+        srv.service.scheduler.stop(timeout=1)
+        reply = httpx.post(f"{srv.url}/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 4},
+                           timeout=30)
+        assert reply.status_code == 503 and reply.headers["retry-after"]
+        assert reply.json()["error"]["code"] == "shutting_down"
+        assert srv.metric("leapdecode_requests_total", '{endpoint="/v1/completions",outcome="rejected"}') == 1
+    finally:
+        srv.close()
+
+
 def test_full_queue_answers_429_and_the_rest_complete(llm):
     srv = LiveServer(llm, max_batch=1, max_queue=1)
     try:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from leapdecode.api import Run
 from leapdecode.errors import LeapError
-from leapdecode.scheduler import QueueFull
+from leapdecode.scheduler import QueueFull, ShuttingDown
 from leapdecode.server.protocol import ChatRequest, CompletionRequest
 from leapdecode.server.service import Service, Subscription, UnknownModel
 
@@ -61,7 +61,7 @@ def create_app(service: Service, shutdown_grace: float = 30.0) -> FastAPI:
 def _error_handlers(app: FastAPI, service: Service) -> None:
     def reject(request: Request, status: int, message: str, kind: str, code: str | None = None,
                headers: dict[str, str] | None = None) -> JSONResponse:
-        service.metrics.requests.labels(request.url.path, "rejected" if status == 429 else "invalid").inc()
+        service.metrics.requests.labels(request.url.path, "rejected" if status in (429, 503) else "invalid").inc()
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -75,6 +75,8 @@ def _error_handlers(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(QueueFull)
     async def full(request: Request, exc: QueueFull) -> JSONResponse:
+        if isinstance(exc, ShuttingDown):  # not the client's rate: this server is going away
+            return reject(request, 503, str(exc), "service_unavailable", "shutting_down", {"Retry-After": "5"})
         return reject(request, 429, str(exc), "rate_limit_error", "queue_full", {"Retry-After": "1"})
 
     @app.exception_handler(LeapError)
