@@ -59,6 +59,7 @@ class LLM:
         self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
         # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
         self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load, "network": self.network,
+                                  "load_self": self.drafts.load_self,
                                   "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}",
                                   "auto_memory": AutoMemory()}  # what auto measured on earlier requests
 

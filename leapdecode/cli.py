@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     _draft_dtype_argument(g)
     g.add_argument("--skip-layers", help="layerskip method: layers to skip, e.g. 3,5,7-12 "
                    "(default: found by a short search, once per model)")
+    _skip_dtype_argument(g)
     g.add_argument("--window", type=int, default=None,
                    help="lookahead method: columns of the Jacobi window (default 4; wider finds more, costs rows)")
     g.add_argument("--ngram", type=int, default=None,
@@ -103,6 +104,12 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="auto: the fastest this CPU runs well (a GGUF at its stored precision where bf16 is native)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+
+
+def _skip_dtype_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-dtype", default=None, choices=DTYPE_CHOICES,
+                   help="layerskip method: the draft pass reads the target's own weights at this precision (int4: "
+                        "a GGUF target's weights as stored; default: the target's own precision)")
 
 
 def _draft_dtype_argument(p: argparse.ArgumentParser) -> None:
@@ -207,6 +214,10 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method not in ("layerskip", "auto"):
             raise LeapError("--skip-layers goes with --method layerskip (or auto, as one of its arms)")
         options["skip_layers"] = args.skip_layers
+    if args.skip_dtype:
+        if args.method != "layerskip":
+            raise LeapError("--skip-dtype goes with --method layerskip")
+        options["skip_dtype"] = args.skip_dtype
     if args.tree is not None:
         options["tree"] = _tree_width(args.method, args.tree)
     return options | _draft_model_options(args) | _lookahead_options(args)
@@ -241,7 +252,8 @@ def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 LOOKAHEAD_OPTIONS = ("window", "ngram", "guesses")
 # not for the plain comparison
-DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers", "tree", *LOOKAHEAD_OPTIONS)
+DRAFTER_ONLY = ("corpus_path", "draft_model", "draft_threshold", "draft_dtype", "skip_layers", "skip_dtype", "tree",
+                *LOOKAHEAD_OPTIONS)
 
 
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:

@@ -167,3 +167,36 @@ def test_search_finds_a_valid_set_once_per_model(llm, prompt_ids, tmp_path, monk
     res = llm.generate(prompt_ids=prompt_ids[0], method="layerskip", max_new_tokens=16)  # the api finds it too
     assert res.token_ids == llm.generate(prompt_ids=prompt_ids[0], method="none", max_new_tokens=16).token_ids
     assert capsys.readouterr().err == ""
+
+
+def test_int4_weights_draft_a_float32_target_losslessly(llm, hf_model, prompt_ids, hf_greedy):
+    """skip_dtype="int4": the draft pass reads the target's own GGUF weights as stored, over the float32
+    target's cache; the target verifies, so greedy output is still transformers' own."""
+    drafter = make_drafter("layerskip", llm.drafter_resources, skip_layers=SKIP, skip_dtype="int4")
+    assert drafter.network is not llm.network and drafter.network.precision == "int4"
+    assert drafter.network is llm.drafts.load_self("int4")  # loaded once per LLM
+    accepted = 0
+    for i, (ids, ref) in enumerate(zip(prompt_ids[:3], hf_greedy)):
+        res = llm.generate(prompt_ids=ids, method="layerskip", skip_layers=SKIP, skip_dtype="int4", max_new_tokens=NEW)
+        split = first_difference(res.token_ids, ref[:NEW])
+        if split is not None:
+            assert top2_gap(hf_next_logits(hf_model, ids + ref[:split])) < 1e-4, f"prompt {i} at token {split}"
+        accepted += res.stats.accepted
+    assert accepted > 0
+
+
+def test_int4_weights_get_a_search_of_their_own(llm, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
+    model_id = llm.drafter_resources["model_id"]
+    int4 = llm.drafts.load_self("int4")
+    skip, _ = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id, int4, "int4")
+    stored = json.loads((tmp_path / "layerskip.json").read_text())
+    assert list(stored) == [f"v{skip_store.VERSION}|{model_id}|draft@int4"] and stored[list(stored)[0]]["skip"] == str(skip)
+    assert "searching" in capsys.readouterr().err
+    assert main(["generate", "Hi", "--method", "suffix", "--skip-dtype", "int4", "--max-new-tokens", "4"]) == 2
+    assert "--skip-dtype goes with --method layerskip" in capsys.readouterr().err
+
+
+def test_int4_weight_search_prices_the_cheaper_draft():
+    plain, cheap = StepCosts(0.03, 0.01), StepCosts(0.03, 0.01, draft_full=0.3)
+    assert cheap.speedup(0.9, 1)[0] > 1.5 > plain.speedup(0.9, 1)[0]

@@ -67,6 +67,7 @@ class BenchConfig:
     draft_model: str | None = None  # known name or path of the draft for draft and hf-assist (and an arm of auto)
     draft_dtype: str = "auto"  # our draft's own precision (hf-assist runs transformers' draft at --dtype)
     skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
+    skip_dtype: str | None = None  # layerskip: the precision its draft pass reads the target's weights at
     tree: int | None = None  # branches of the :tree variants; None: DEFAULT_TREE
 
     def __post_init__(self) -> None:
@@ -88,6 +89,8 @@ class BenchConfig:
             raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
         if self.skip_layers and not {"layerskip", "auto"} & set(self.methods):
             raise LeapError("--skip-layers goes with the layerskip method (or auto, as one of its arms)")
+        if self.skip_dtype and "layerskip" not in self.methods:
+            raise LeapError("--skip-dtype goes with the layerskip method")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -123,6 +126,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="method draft: the draft's own precision (auto: a GGUF draft as stored, e.g. int4)")
     parser.add_argument("--skip-layers", default=None,
                         help="layerskip: layers to skip, e.g. 3,5,7-12 (default: search once per model)")
+    parser.add_argument("--skip-dtype", default=None, choices=DTYPE_CHOICES,
+                        help="layerskip: its draft pass reads the target's own weights at this precision (int4: a "
+                             "GGUF target's as stored)")
     parser.add_argument("--tree", type=int, default=None, metavar="N",
                         help=f"run every tree-capable method also as METHOD:tree, drafting token trees of N branches "
                              f"(the :tree methods' width; default {DEFAULT_TREE})")
@@ -141,6 +147,6 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         threads=args.threads,
         warmup=args.warmup,
         draft_model=args.draft_model, draft_dtype=args.draft_dtype,
-        skip_layers=args.skip_layers,
+        skip_layers=args.skip_layers, skip_dtype=args.skip_dtype,
         tree=args.tree,
     )

@@ -52,18 +52,36 @@ def _draft_model(
 
 
 def _layerskip(
-    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6, *, network: Any = None,
-    tokenizer: Any = None, model_id: str | None = None,
+    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6, skip_dtype: str | None = None, *,
+    network: Any = None, tokenizer: Any = None, model_id: str | None = None,
+    load_self: Callable[[str], Any] | None = None,
 ) -> LayerSkipDrafter:
+    """skip_dtype: the draft pass reads the target's own weights at this precision ("int4": its GGUF as
+    stored) instead of the target's; None: the target's network itself."""
     if not hasattr(network, "num_layers"):
         raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
                              "(not the transformers fallback)")
+    drafting = _own_weights(network, skip_dtype, load_self)
     if skip_layers is not None:  # by hand: the engine's adaptive draft length decides how far to draft
-        return LayerSkipDrafter(network, SkipLayers.parse(skip_layers, network.num_layers), threshold)
+        return LayerSkipDrafter(drafting, SkipLayers.parse(skip_layers, network.num_layers), threshold)
     if tokenizer is None or model_id is None:
         raise InvalidRequest("layerskip without skip_layers searches for a set: it needs the tokenizer and a model_id")
-    skip, draft_length = found_skip_layers(network, tokenizer, model_id)
-    return LayerSkipDrafter(network, skip, threshold, max_draft=draft_length)
+    searched = None if drafting is network else drafting
+    skip, draft_length = found_skip_layers(network, tokenizer, model_id, searched, skip_dtype)
+    return LayerSkipDrafter(drafting, skip, threshold, max_draft=draft_length)
+
+
+def _own_weights(network: Any, skip_dtype: str | None, load_self: Callable[[str], Any] | None) -> Any:
+    """The network layerskip drafts with: the target's, or the same weights loaded at skip_dtype. Either
+    writes its keys and values into the target's cache (the same shape, always float32)."""
+    if skip_dtype is None:
+        return network
+    if load_self is None:
+        raise InvalidRequest("layerskip's skip_dtype loads the target again at that precision: it needs load_self")
+    drafting = load_self(skip_dtype)
+    if getattr(drafting, "shape", None) != network.shape:
+        raise InvalidRequest(f"layerskip: the target at {skip_dtype} does not have the target's layer shapes")
+    return drafting
 
 
 def _auto(arms: str | Sequence[str] | None = None, *, resources: Mapping[str, Any] | None = None,

@@ -30,7 +30,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("suffix", cheap=True),
     Arm("ngram", cheap=True),
     Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
-    Arm("layerskip", takes=("skip_layers",), needs=("skip_layers",)),
+    Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers",)),
 )
 AUTO_OPTIONS = tuple(sorted({o for arm in ARMS for o in arm.takes}))  # ("draft_model", ...)
 

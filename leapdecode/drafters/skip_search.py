@@ -62,10 +62,11 @@ class StepCosts:
 
     per_layer: float  # what skipping one layer saves of a one-token forward
     verify_row: float  # what each draft token adds to the verify forward
+    draft_full: float = 1.0  # the drafting network's one-token forward over every layer (less when it reads int4)
 
     def speedup(self, alpha: float, skipped: int) -> tuple[float, int]:
         """Expected tokens per unit time relative to plain decoding, and the draft length that gets it."""
-        draft = max(1.0 - skipped * self.per_layer, 0.0)
+        draft = max(self.draft_full - skipped * self.per_layer, 0.0)
         return max((sum(alpha**i for i in range(k + 1)) / (1.0 + k * (draft + self.verify_row)), k)
                    for k in range(1, K_MAX + 1))
 
@@ -84,17 +85,21 @@ def calibration_ids(tokenizer: Any) -> list[int]:
     return list(tokenizer.encode(CALIBRATION_TEXT))[:CALIBRATION_TOKENS]
 
 
-def search_skip_layers(network: Any, ids: Sequence[int]) -> SearchResult:
-    """Greedy elimination over the calibration ids; the result with the best expected speed on the way."""
+def search_skip_layers(network: Any, ids: Sequence[int], drafting: Any = None) -> SearchResult:
+    """Greedy elimination over the calibration ids; the result with the best expected speed on the way.
+    drafting: the network whose layers draft (the target's own weights at another precision); None: network."""
     t0 = time.perf_counter()
+    drafting = network if drafting is None else drafting
     tokens = torch.tensor([list(ids)])  # [1, T]
     cache = network.new_cache(len(ids) + K_MAX + 1)
     reference = network.forward(tokens, 0, cache)[0].argmax(-1)  # [T] the full model's choices
-    costs = measure_costs(network, tokens, cache)
+    costs = measure_costs(network, tokens, cache, drafting)
+    draft_cache = cache if drafting is network else drafting.new_cache(len(ids) + K_MAX + 1)
 
     def agreement(skipped: list[int]) -> float:
         kept = SkipLayers(network.num_layers, tuple(sorted(skipped))).kept
-        return (network.forward(tokens, 0, cache, layers=kept)[0].argmax(-1) == reference).float().mean().item()
+        out = drafting.forward(tokens, 0, draft_cache, layers=kept)[0]  # [T, V]
+        return (out.argmax(-1) == reference).float().mean().item()
 
     steps, evaluated = _eliminate(network.num_layers, agreement, costs)
     skipped, alpha, (speed, k) = max(steps, key=lambda s: s[2][0])
@@ -129,17 +134,20 @@ def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: StepC
     return steps, evaluated
 
 
-def measure_costs(network: Any, tokens: Tensor, cache: Any) -> StepCosts:
-    """Time one-token forwards (every layer, half of them) and a five-token verify, after the calibration
-    text: the fastest of a few runs each, so background load shows as little as possible."""
+def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any = None) -> StepCosts:
+    """Time one-token forwards (the target's over every layer; the drafting network's over every layer and
+    over half of them) and a five-token verify, after the calibration text: the fastest of a few runs
+    each, so background load shows as little as possible. Both networks write the same cache slots."""
+    drafting = network if drafting is None else drafting
     start, total = tokens.shape[1], network.num_layers
     one, five = tokens[:, -1:], tokens[:, -5:]  # [1, 1], [1, 5]
     half = list(range(0, total, 2)) + ([total - 1] if total % 2 == 0 else [])
     full = _fastest(lambda: network.forward(one, start, cache))
-    partial = _fastest(lambda: network.forward(one, start, cache, layers=half))
+    draft_full = full if drafting is network else _fastest(lambda: drafting.forward(one, start, cache))
+    partial = _fastest(lambda: drafting.forward(one, start, cache, layers=half))
     verify = _fastest(lambda: network.forward(five, start, cache))
-    per_layer = max(full - partial, 0.0) / (total - len(half)) / full
-    return StepCosts(per_layer=per_layer, verify_row=max(verify - full, 0.0) / 4 / full)
+    per_layer = max(draft_full - partial, 0.0) / (total - len(half)) / full
+    return StepCosts(per_layer=per_layer, verify_row=max(verify - full, 0.0) / 4 / full, draft_full=draft_full / full)
 
 
 def _fastest(run: Callable[[], object], reps: int = 7) -> float:

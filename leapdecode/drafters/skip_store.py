@@ -21,10 +21,11 @@ def store_path() -> Path:
     return cache_dir() / "layerskip.json"
 
 
-def found_skip_layers(network: Any, tokenizer: Any, model_id: str) -> tuple[SkipLayers, int]:
+def found_skip_layers(network: Any, tokenizer: Any, model_id: str, drafting: Any = None,
+                      draft_dtype: str | None = None) -> tuple[SkipLayers, int]:
     """The stored set for model_id and the draft length it is best at, else a search now (announced on
-    stderr, then stored)."""
-    key = f"v{VERSION}|{model_id}"
+    stderr, then stored). drafting: the target's own weights at draft_dtype, when they draft instead."""
+    key = f"v{VERSION}|{model_id}" + (f"|draft@{draft_dtype}" if drafting is not None else "")
     try:
         entry = _read()[key]
         return SkipLayers.parse(entry["skip"], network.num_layers), int(entry["draft_length"])
@@ -32,7 +33,7 @@ def found_skip_layers(network: Any, tokenizer: Any, model_id: str) -> tuple[Skip
         pass
     print(f"leapdecode: layerskip: searching which of {network.num_layers} layers to skip "
           f"(once for this model)...", end="", file=sys.stderr, flush=True)
-    found = search_skip_layers(network, calibration_ids(tokenizer))
+    found = search_skip_layers(network, calibration_ids(tokenizer), drafting)
     print(f" skip {found.skip} (agreement {found.agreement:.2f}, expected {found.speedup:.2f}x at "
           f"k={found.draft_length}; {found.evaluated} sets in {found.seconds:.0f} s)", file=sys.stderr)
     _write(key, {"skip": str(found.skip), "agreement": found.agreement, "expected_speedup": found.speedup,

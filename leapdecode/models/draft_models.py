@@ -38,6 +38,11 @@ class DraftModels:
             self._loaded[key] = loaded.network
         return self._loaded[key]
 
+    def load_self(self, dtype: str) -> Any:
+        """The target's own weights at another precision (layerskip's skip_dtype): "auto" or "int4" on a GGUF
+        target gives them as stored."""
+        return self.load(self.target, dtype)
+
     def _precision(self, spec: str, dtype: str) -> str:
         if dtype != "auto":
             return dtype
