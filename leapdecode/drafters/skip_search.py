@@ -94,11 +94,10 @@ def search_skip_layers(network: Any, ids: Sequence[int], drafting: Any = None) -
     cache = network.new_cache(len(ids) + K_MAX + 1)
     reference = network.forward(tokens, 0, cache)[0].argmax(-1)  # [T] the full model's choices
     costs = measure_costs(network, tokens, cache, drafting)
-    draft_cache = cache if drafting is network else drafting.new_cache(len(ids) + K_MAX + 1)
 
     def agreement(skipped: list[int]) -> float:
         kept = SkipLayers(network.num_layers, tuple(sorted(skipped))).kept
-        out = drafting.forward(tokens, 0, draft_cache, layers=kept)[0]  # [T, V]
+        out = drafting.forward(tokens, 0, cache, layers=kept)[0]  # [T, V]; same cache shape as the target's
         return (out.argmax(-1) == reference).float().mean().item()
 
     steps, evaluated = _eliminate(network.num_layers, agreement, costs)
