@@ -133,11 +133,10 @@ def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: StepC
     return steps, evaluated
 
 
-def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any = None) -> StepCosts:
+def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any) -> StepCosts:
     """Time one-token forwards (the target's over every layer; the drafting network's over every layer and
     over half of them) and a five-token verify, after the calibration text: the fastest of a few runs
-    each, so background load shows as little as possible. Both networks write the same cache slots."""
-    drafting = network if drafting is None else drafting
+    each, so background load shows as little as possible. Both networks (maybe one) write the same slots."""
     start, total = tokens.shape[1], network.num_layers
     one, five = tokens[:, -1:], tokens[:, -5:]  # [1, 1], [1, 5]
     half = list(range(0, total, 2)) + ([total - 1] if total % 2 == 0 else [])
