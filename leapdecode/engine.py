@@ -30,22 +30,32 @@ class Engine:
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
         self.rng = rng if rng is not None else PositionRng.for_seed(params.seed)
         self._observe = getattr(drafter, "observe", None)  # optional: the target's argmax at every fed row
+        self._see_features = getattr(drafter, "see_features", None)  # optional: the target's features (eagle)
         self.stats = GenerationStats()
         self._prefill()
+
+    @property
+    def wants_features(self) -> bool:
+        """Whether the drafter reads the target's features: its forwards must return them."""
+        return self._see_features is not None
 
     def _prefill(self) -> None:
         """Cache every prompt token but the last, which the first step feeds with its draft."""
         n = len(self.tokens) - 1
         if n > 0:
-            self.model.forward(torch.tensor([self.tokens[:n]]), 0, self.cache, logits=False)
+            segment = Segment(torch.tensor(self.tokens[:n]), 0, self.cache)
+            if self._see_features is not None:
+                self._see_features(self.view, 0, self.model.forward_features([segment], logits=False)[1])
+            else:
+                self.model.forward_packed([segment], logits=False)
         self.cache.rollback(n)
 
     def step(self, budget: int) -> list[int]:
         """One target forward; returns the tokens it yields (at least one). budget caps the draft length."""
         draft = self.propose(budget)
         start = time.perf_counter()
-        logits = self.model.forward_packed([self.segment(draft)])
-        return self.settle(draft, logits, time.perf_counter() - start)
+        logits, features = forward_batch(self.model, [self.segment(draft)], self.wants_features)
+        return self.settle(draft, logits, time.perf_counter() - start, features)
 
     def propose(self, budget: int) -> Draft:
         """The drafter's guess, at most min(draft length, budget) tokens (a tree: nodes) and never past the
@@ -77,9 +87,11 @@ class Engine:
         start = self.cache.length
         return Segment(self.fed(draft), start, self.cache, *segment_layout(draft, start))
 
-    def settle(self, draft: Draft, logits: Tensor, forward_seconds: float = 0.0) -> list[int]:
+    def settle(self, draft: Draft, logits: Tensor, forward_seconds: float = 0.0,
+               features: Tensor | None = None) -> list[int]:
         """Verify the draft against the target's logits [rows, V], keep what passed; the tokens yielded.
         forward_seconds: what the forward that produced the logits took (a batch's whole forward).
+        features [rows, dim]: the target's features at the same rows, for a drafter that reads them.
 
         A drafter with an observe(ctx, draft, predicted) method is shown the target's argmax at every fed
         row first (predicted[0]: after the pending token, predicted[i+1]: after draft token i)."""
@@ -88,6 +100,9 @@ class Engine:
         verdict = self._verify(draft, logits, predicted)
         if self._observe is not None:  # before commit, so the drafter's commit can use what it saw
             self._observe(self.view, draft, predicted)
+        if self._see_features is not None and features is not None:  # the committed rows, in order
+            rows = features[[0, *(1 + node for node in verdict.path)]] if draft.is_tree else features
+            self._see_features(self.view, len(self.tokens) - 1, rows)
         self.stats.verify_seconds += forward_seconds + time.perf_counter() - start
         self._accept(draft, verdict)
         return verdict.tokens
@@ -118,6 +133,13 @@ class Engine:
         depth = _depth(draft)
         self.draft_length.update(depth, verdict.accepted)  # a tree was fully right at its full depth
         self.stats.count(len(draft), verdict.accepted, draft.arm, depth)
+
+
+def forward_batch(model: Any, segments: list[Segment], features: bool) -> tuple[Tensor, Tensor | None]:
+    """Logits [sum T, V] of one packed forward, and the features [sum T, dim] where a drafter reads them."""
+    if features:
+        return model.forward_features(segments)  # type: ignore[no-any-return]
+    return model.forward_packed(segments), None
 
 
 def _depth(draft: Draft) -> int:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from leapdecode.api import Run
 from leapdecode.draft_planner import Acceptance, plan_drafts
+from leapdecode.engine import forward_batch
 from leapdecode.errors import InvalidRequest, LeapError, one_line
 from leapdecode.speculation_gate import SpeculationGate
 from leapdecode.step_cost import StepCost
@@ -183,8 +184,8 @@ class Scheduler:
         speculate = self.gate.speculate(batch) if gated else True
         self._propose(speculate)
         self._plan()
-        logits, seconds = self._forward()
-        tokens = self._settle(logits, seconds)
+        logits, features, seconds = self._forward()
+        tokens = self._settle(logits, features, seconds)
         if gated:
             self.gate.observe(batch, speculate, tokens, time.perf_counter() - start)
 
@@ -217,25 +218,28 @@ class Scheduler:
         for t, n in zip(self._running, keep):
             t.draft = t.draft.prefix(n)
 
-    def _forward(self) -> tuple[Tensor, float]:
-        """The batch's logits [sum T, V] and the seconds the forward took."""
+    def _forward(self) -> tuple[Tensor, Tensor | None, float]:
+        """The batch's logits [sum T, V], its features [sum T, dim] where some drafter reads them, and the
+        seconds the forward took."""
         segments = [t.run.engine.segment(t.draft) for t in self._running]
+        features = any(t.run.engine.wants_features for t in self._running)
         start = time.perf_counter()
-        logits = self.network.forward_packed(segments)  # [sum T, V]
+        logits, feats = forward_batch(self.network, segments, features)
         rows, seconds = sum(s.tokens.shape[0] for s in segments), time.perf_counter() - start
         self.cost.observe(rows, seconds)
         if self.on_step is not None:
             self.on_step(len(segments), rows, seconds)
-        return logits, seconds
+        return logits, feats, seconds
 
-    def _settle(self, logits: Tensor, seconds: float) -> int:  # logits [sum T, V]
+    def _settle(self, logits: Tensor, features: Tensor | None, seconds: float) -> int:  # logits [sum T, V]
         """Verify and commit every request's share of the logits; the tokens the step yielded."""
         row = yielded = 0
         for t in self._running:
             k = len(t.draft)
             before = len(t.run.finisher.ids)
             # Each request waited for the whole batch's forward: its verify time, as it experienced it.
-            tokens = t.run.engine.settle(t.draft, logits[row : row + t.draft.rows], seconds)
+            rows = slice(row, row + t.draft.rows)
+            tokens = t.run.engine.settle(t.draft, logits[rows], seconds, None if features is None else features[rows])
             row += t.draft.rows
             accepted, yielded = len(tokens) - 1, yielded + len(tokens)
             t.acceptance.update(k, accepted)

@@ -176,6 +176,18 @@ class LlamaModel:
 
         Every linear runs once over all rows, so the weights are read once for the whole batch; attention
         runs per sequence against its own cache. Each row's numbers are the ones it gets alone."""
+        h = self._hidden(segments, layers)
+        return self.lm_head(h).float() if logits else None
+
+    @torch.inference_mode()
+    def forward_features(self, segments: Sequence[Segment], logits: bool = True) -> tuple[Tensor | None, Tensor]:
+        """forward_packed over every layer, also returning the features [sum T, dim] float32: each row's
+        final hidden state after the last norm, what the output head reads (a trained draft head's input)."""
+        h = self._hidden(segments, None)
+        return (self.lm_head(h).float() if logits else None), h.float()
+
+    def _hidden(self, segments: Sequence[Segment], layers: Sequence[int] | None) -> Tensor:
+        """The rows' final normed hidden states [sum T, dim] in the compute dtype, their KV written."""
         views = [self._view(seg) for seg in segments]
         packed = _PackedRope.of(views) if all(v.packs for v in views) else None  # every decode step
         tokens = torch.cat([seg.tokens for seg in segments]) if len(segments) > 1 else segments[0].tokens
@@ -185,7 +197,7 @@ class LlamaModel:
         for i, layer, after in chain:
             h = self._add_norm(x, self._attention(layer, h, i, views, packed), layer.norm_mlp)
             h = self._add_norm(x, layer.down(self._act(layer.gate_up(h))), after)
-        return self.lm_head(h).float() if logits else None
+        return h
 
     def _view(self, seg: Segment) -> SegmentView:
         T = seg.tokens.shape[0]
