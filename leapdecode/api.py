@@ -14,6 +14,7 @@ from leapdecode.draft_length import DraftLength
 from leapdecode.drafters import AutoMemory, make_drafter
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
+from leapdecode.heads.head_store import HeadStore
 from leapdecode.models.draft_models import DraftModels
 from leapdecode.models.loader import load_model
 from leapdecode.sampling import PositionRng
@@ -57,9 +58,10 @@ class LLM:
         self.dtype: torch.dtype = getattr(self.network, "dtype", torch.float32)
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
         self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
+        self.heads = HeadStore(self.network, self.checkpoint_dir, model)  # method "eagle": a trained head
         # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
         self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load, "network": self.network,
-                                  "load_self": self.drafts.load_self,
+                                  "load_self": self.drafts.load_self, "load_head": self.heads.load, "has_head": self.heads.available,
                                   "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}",
                                   "auto_memory": AutoMemory()}  # what auto measured on earlier requests
 

@@ -12,6 +12,7 @@ from leapdecode.drafters.auto_arms import build_arms
 from leapdecode.drafters.auto_memory import AutoMemory
 from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
+from leapdecode.drafters.eagle import EagleDrafter
 from leapdecode.drafters.jacobi import JacobiDrafter
 from leapdecode.drafters.layerskip import LayerSkipDrafter
 from leapdecode.drafters.lookahead import LookaheadDrafter
@@ -20,7 +21,7 @@ from leapdecode.drafters.skip_layers import SkipLayers
 from leapdecode.drafters.skip_store import found_skip_layers
 from leapdecode.drafters.suffix import Encoder, SuffixDrafter
 from leapdecode.errors import InvalidRequest
-from leapdecode.tree import TREES_REFUSED
+from leapdecode.tree import TREES_REFUSED, tree_width
 from leapdecode.types import SamplingParams
 
 if TYPE_CHECKING:
@@ -87,8 +88,12 @@ def _own_weights(network: Any, skip_dtype: str | None, load_self: Callable[[str]
 def _auto(arms: str | Sequence[str] | None = None, *, resources: Mapping[str, Any] | None = None,
           auto_memory: AutoMemory | None = None, **options: Any) -> AutoDrafter:
     """arms: restrict the choice ("suffix,ngram"); options: what its arms take (draft_model, ...), each arm
-    built from the same resources as the method alone. auto_memory: what earlier requests measured."""
-    return AutoDrafter(build_arms(make_drafter, options, resources or {}, arms), auto_memory)
+    built from the same resources as the method alone. auto_memory: what earlier requests measured.
+    A model with a trained draft head (`leapdecode train-head`) gets the eagle arm without asking."""
+    resources = resources or {}
+    if "head" not in options and resources.get("has_head", lambda: False)():
+        options = options | {"head": None}
+    return AutoDrafter(build_arms(make_drafter, options, resources, arms), auto_memory)
 
 def _lookahead(window: int = 4, ngram: int = 4, guesses: int = 3, *, network: Any = None) -> LookaheadDrafter:
     drafter = LookaheadDrafter(window, ngram, guesses)  # bad options first: they are the request's problem
@@ -98,9 +103,19 @@ def _lookahead(window: int = 4, ngram: int = 4, guesses: int = 3, *, network: An
     return drafter
 
 
+def _eagle(head: str | None = None, head_threshold: float = 0.1, tree: int | None = 0, *,
+           load_head: Callable[[str | None], Any], capacity: int) -> EagleDrafter:
+    """head: a trained head's file (`leapdecode train-head`); None: the one trained for this model.
+    tree: grow token trees from the head's that many likeliest first tokens."""
+    if not 0.0 <= head_threshold <= 1.0:
+        raise InvalidRequest(f"head_threshold must be between 0 and 1, got {head_threshold}")
+    tree_width(tree or 0)  # a bad width is the request's error before the head loads
+    return EagleDrafter(load_head(head), capacity, head_threshold, tree or 0)
+
+
 _FACTORIES: dict[str, Callable[..., Drafter]] = {
     "none": NoDrafter, "ngram": NgramDrafter, "suffix": _suffix, "draft": _draft_model, "layerskip": _layerskip,
-    "auto": _auto, "jacobi": JacobiDrafter, "lookahead": _lookahead,
+    "auto": _auto, "jacobi": JacobiDrafter, "lookahead": _lookahead, "eagle": _eagle,
 }
 DRAFTER_METHODS = tuple(_FACTORIES)  # ("none", "ngram", "suffix", "draft", "layerskip", "auto", "jacobi", ...)
 
@@ -153,7 +168,7 @@ def _tree_option(method: str, options: dict[str, Any], network: Any) -> dict[str
 
 
 __all__ = [
-    "DRAFTER_METHODS", "AutoDrafter", "AutoMemory", "DraftModelDrafter", "Drafter", "JacobiDrafter",
+    "DRAFTER_METHODS", "AutoDrafter", "AutoMemory", "DraftModelDrafter", "Drafter", "EagleDrafter", "JacobiDrafter",
     "LayerSkipDrafter", "LookaheadDrafter", "NgramDrafter", "NoDrafter",
     "SkipLayers", "SuffixDrafter",
     "can_tree", "make_drafter", "required_options",

@@ -1,0 +1,40 @@
+"""Where a model's trained draft head lives, and loading it once per loaded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from leapdecode.errors import InvalidRequest
+from leapdecode.heads.head import DraftHead
+from leapdecode.heads.head_network import HeadNetwork
+from leapdecode.paths import cache_dir
+
+
+def default_head_path(checkpoint_dir: Path) -> Path:
+    """One head per converted checkpoint, whatever precision it is served at."""
+    return cache_dir() / "heads" / f"{checkpoint_dir.name}.safetensors"
+
+
+class HeadStore:
+    """load(path) -> the head's inference network for this target, built once per path."""
+
+    def __init__(self, network: Any, checkpoint_dir: Path, model_name: str) -> None:
+        self.network, self.checkpoint_dir, self.model_name = network, checkpoint_dir, model_name
+        self._loaded: dict[Path, HeadNetwork] = {}
+
+    def available(self) -> bool:
+        """Whether this model has a trained head where eagle looks by default, and can use it."""
+        return hasattr(self.network, "forward_features") and default_head_path(self.checkpoint_dir).is_file()
+
+    def load(self, path: str | Path | None = None) -> HeadNetwork:
+        if not hasattr(self.network, "forward_features"):
+            raise InvalidRequest("eagle drafts from the target's features: it needs leapdecode's llama code "
+                                 "(not the transformers fallback)")
+        where = Path(path) if path is not None else default_head_path(self.checkpoint_dir)
+        if where not in self._loaded:
+            if not where.is_file():
+                hint = "" if path is not None else f"; train one with `leapdecode train-head --model {self.model_name}`"
+                raise InvalidRequest(f"no trained draft head at {where}{hint}")
+            self._loaded[where] = HeadNetwork(DraftHead.load(where, self.network.shape), self.network)
+        return self._loaded[where]
