@@ -86,6 +86,14 @@ class AutoDrafter:
         self._timed = False  # the last step was proposed and committed: its overhead can be read off the clock
         self._accounted = 0.0  # seconds of the last step that were the forward or a costly propose
         self._costs = (1.0, 0.0)  # this step's (plain step seconds, seconds per draft token): AutoMemory.step_costs
+        self._readers = [a.drafter for a in arms if hasattr(a.drafter, "see_features")]
+        if self._readers:  # only then: the engine asks the target for its features where a drafter has this
+            self.see_features = self._see_features
+
+    def _see_features(self, ctx: SeqView, start: int, feats: torch.Tensor) -> None:
+        """Every arm that reads the target's features sees all of them, whichever arm drafted."""
+        for reader in self._readers:
+            reader.see_features(ctx, start, feats)  # type: ignore[attr-defined]
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._clock_overhead()

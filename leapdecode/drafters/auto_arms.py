@@ -31,6 +31,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("ngram", cheap=True),
     Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
     Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers",)),
+    Arm("eagle", takes=("head",), needs=("head",)),  # head None: the model's own trained head
 )
 AUTO_OPTIONS = tuple(sorted({o for arm in ARMS for o in arm.takes}))  # ("draft_model", ...)
 
@@ -60,7 +61,7 @@ def _named(arms: list[Arm], only: str | Sequence[str]) -> list[Arm]:
     if missing or not names:
         known = ", ".join([PLAIN, *available])
         raise InvalidRequest(f"auto arms {','.join(names)!r}: choose from {known} (draft needs draft_model, "
-                             f"layerskip skip_layers)")
+                             f"layerskip skip_layers, eagle a trained head)")
     return [available[n] for n in names if n != PLAIN]
 
 
