@@ -276,7 +276,8 @@ def test_suffix_automaton_stays_linear() -> None:
 
 
 def test_make_drafter(tmp_path: Path) -> None:
-    assert DRAFTER_METHODS == ("none", "ngram", "suffix", "draft", "layerskip", "auto", "jacobi", "lookahead")
+    assert DRAFTER_METHODS == ("none", "ngram", "suffix", "draft", "layerskip", "auto", "jacobi", "lookahead",
+                               "eagle")
     assert isinstance(make_drafter("none"), NoDrafter)
     ngram = make_drafter("ngram", max_n=3)
     assert isinstance(ngram, NgramDrafter) and ngram.max_n == 3

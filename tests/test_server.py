@@ -158,6 +158,13 @@ def test_malformed_requests_get_openai_errors(server, body, status, fragment):
     assert fragment in err["message"] and err["type"] == "invalid_request_error"
 
 
+def test_eagle_without_a_trained_head_is_a_400(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))  # where no head was ever trained
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "method": "eagle"}
+    r = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert r.status_code == 400 and "leapdecode train-head" in r.json()["error"]["message"]
+
+
 def test_prompt_past_the_context_window_is_refused(server, llm):
     too_long = [1] * (llm.network.max_context + 5)
     r = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": too_long, "max_tokens": 4})
