@@ -27,14 +27,21 @@ class HeadStore:
         """Whether this model has a trained head where eagle looks by default, and can use it."""
         return hasattr(self.network, "forward_features") and default_head_path(self.checkpoint_dir).is_file()
 
-    def load(self, path: str | Path | None = None) -> HeadNetwork:
+    def check(self, path: str | Path | None = None) -> Path:
+        """The head's file, or the reason eagle cannot run here. Runs no torch op, so any thread may ask
+        (a thread that computes starts an OpenMP team of its own, which slows the decoding thread's)."""
         if not hasattr(self.network, "forward_features"):
             raise InvalidRequest("eagle drafts from the target's features: it needs leapdecode's llama code "
                                  "(not the transformers fallback)")
         where = Path(path) if path is not None else default_head_path(self.checkpoint_dir)
+        if where not in self._loaded and not where.is_file():
+            hint = "" if path is not None else f"; train one with `leapdecode train-head --model {self.model_name}`"
+            raise InvalidRequest(f"no trained draft head at {where}{hint}")
+        return where
+
+    def load(self, path: str | Path | None = None) -> HeadNetwork:
+        """The head's network, built on first use; call it from the decoding thread."""
+        where = self.check(path)
         if where not in self._loaded:
-            if not where.is_file():
-                hint = "" if path is not None else f"; train one with `leapdecode train-head --model {self.model_name}`"
-                raise InvalidRequest(f"no trained draft head at {where}{hint}")
             self._loaded[where] = HeadNetwork(DraftHead.load(where, self.network.shape), self.network)
         return self._loaded[where]

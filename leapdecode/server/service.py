@@ -52,8 +52,8 @@ class Service:
         missing = [o for o in required_options(method) if o not in self.method_options.get(method, {})]
         if missing:
             raise InvalidRequest(f"method {method!r} needs {', '.join(missing)}, which this server was not started with")
-        if method == "eagle":  # a missing head is the request's 400 here, not a failed decode later
-            self.llm.heads.load(self.method_options.get(method, {}).get("head"))
+        if method == "eagle":  # a missing head is the request's 400 here; the decoding thread loads it
+            self.llm.heads.check(self.method_options.get(method, {}).get("head"))
         options = dict(method=method, max_new_tokens=limit, temperature=req.temperature,
                        top_p=req.top_p, seed=req.seed, stop=req.stop_strings(), **self.method_options.get(method, {}))
         return self.llm.stream(prompt_ids=ids, **options)
