@@ -10,10 +10,10 @@ from torch import Tensor
 
 from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
+from leapdecode.errors import InvalidRequest
 from leapdecode.layout import segment_layout
 from leapdecode.models.base import Segment
 from leapdecode.sampling import PositionRng, target_probs
-from leapdecode.errors import InvalidRequest
 from leapdecode.tree import MAX_NODES, TREES_REFUSED, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 from leapdecode.verify import accept_greedy, verify_sampling

@@ -55,7 +55,7 @@ def test_greedy_equals_transformers(llm, hf_model, prompt_ids, hf_greedy, traine
 @pytest.mark.parametrize("tree", [0, 3])
 def test_seeded_sampling_equals_plain_sampling(llm, prompt_ids, trained, tree):
     for ids in prompt_ids[:3]:
-        opts = dict(temperature=0.8, top_p=0.95, seed=7, max_new_tokens=NEW)
+        opts = {"temperature": 0.8, "top_p": 0.95, "seed": 7, "max_new_tokens": NEW}
         plain = llm.generate(prompt_ids=ids, method="none", **opts).token_ids
         assert llm.generate(prompt_ids=ids, method="eagle", head=str(trained[0]), tree=tree, **opts).token_ids == plain
 

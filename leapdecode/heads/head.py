@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from leapdecode.errors import InvalidRequest
+from leapdecode.models.llama import rope
 
 FORMAT = "leapdecode-draft-head-1"
 
@@ -121,7 +122,7 @@ class DraftHead(nn.Module):
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             tensors = load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - a damaged file is the user's to know about, not a traceback
+        except Exception as e:
             raise InvalidRequest(f"cannot read draft head {path}: {e}") from e
         if meta.get("format") != FORMAT:
             raise InvalidRequest(f"{path} is not a leapdecode draft head")
@@ -131,17 +132,3 @@ class DraftHead(nn.Module):
         head = DraftHead(shape, tensors["vocab_ids"], tensors["lm_rows"])
         head.load_state_dict(tensors)
         return head
-
-
-def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate-half rope, as the llama checkpoints use; cos/sin broadcast over x [..., L, D]."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
-
-
-def rope_tables(shape: HeadShape, length: int) -> tuple[Tensor, Tensor]:
-    """cos, sin [length, head_dim] float32."""
-    inv = 1.0 / (shape.rope_theta ** (torch.arange(0, shape.head_dim, 2, dtype=torch.float32) / shape.head_dim))
-    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv)
-    emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos(), emb.sin()

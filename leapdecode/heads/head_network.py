@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from leapdecode.heads.head import DraftHead, rope, rope_tables
+from leapdecode.heads.head import DraftHead
 from leapdecode.kv import KVCache
 from leapdecode.models.linear import make_linear
+from leapdecode.models.llama import rope, rope_tables
 
 
 class HeadNetwork:
@@ -32,7 +33,7 @@ class HeadNetwork:
         self.lm = make_linear(sd["lm_rows"].float(), p)
         self.norm_in, self.norm_mlp, self.norm_out = sd["norm_in"], sd["norm_mlp"], sd["norm_out"]
         self.vocab_ids = sd["vocab_ids"]
-        self.cos, self.sin = rope_tables(s, target.max_context)
+        self.cos, self.sin = rope_tables(s.head_dim, s.rope_theta, target.max_context, torch.float32)
 
     def new_cache(self, max_len: int) -> KVCache:
         return KVCache(1, self.shape.kv_heads, max_len, self.shape.head_dim, torch.float32)

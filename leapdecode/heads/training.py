@@ -21,9 +21,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from leapdecode.heads.corpus import Sample, answers
-from leapdecode.heads.head import DraftHead, HeadShape, rope_tables
+from leapdecode.heads.head import DraftHead, HeadShape
 from leapdecode.heads.head_store import default_head_path
 from leapdecode.models.base import Segment
+from leapdecode.models.llama import rope_tables
 
 IGNORE = -100
 
@@ -109,7 +110,7 @@ class _Trainer:
         self.remap = torch.full((head.shape.vocab,), IGNORE, dtype=torch.long)
         self.remap[head.vocab_ids] = torch.arange(head.vocab_ids.shape[0])
         longest = max(len(ex.tokens) for ex in data)
-        self.cos, self.sin = rope_tables(head.shape, longest)
+        self.cos, self.sin = rope_tables(head.shape.head_dim, head.shape.rope_theta, longest, torch.float32)
 
     def fit(self, ids: list[int]) -> None:
         """AdamW, a short warmup then linear decay, over `epochs` passes of ids."""

@@ -13,12 +13,12 @@ from torch import Tensor
 from leapdecode.errors import ModelLoadError
 from leapdecode.kernels import fused_kernels
 from leapdecode.kv import KVCache
-from leapdecode.models.base import Segment
 from leapdecode.models.attention import (
     ATTENTION_BUCKET,
     attend_grouped,
     row_groups,
 )
+from leapdecode.models.base import Segment
 from leapdecode.models.blocks import Blocks, as_float, cat_rows
 from leapdecode.models.linear import make_linear
 from leapdecode.models.precision import activation_dtype
@@ -134,7 +134,8 @@ class LlamaModel:
         self._q, self._kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
         # float32 keeps PyTorch's own ops (bit-equal to transformers); reduced precisions fuse the glue.
         self.fused = fused_kernels() if dtype != torch.float32 else None
-        self.cos, self.sin = _rope_tables(shape, torch.float32 if self.fused is not None else dtype)  # [C, D]
+        self.cos, self.sin = rope_tables(shape.head_dim, shape.rope_theta, shape.max_context,
+                                         torch.float32 if self.fused is not None else dtype)  # [C, D]
         self._every_layer = self._chain(range(shape.layers))
 
     @property
@@ -261,7 +262,7 @@ class LlamaModel:
                                       s.heads, s.kv_heads)
         else:
             qkv = qkv.view(1, T, s.heads + 2 * s.kv_heads, s.head_dim).transpose(1, 2)  # [1, H+2Hkv, T, D]
-            qk = _rope(qkv[:, : s.heads + s.kv_heads], v.cos, v.sin)  # q and k rotated in one go
+            qk = rope(qkv[:, : s.heads + s.kv_heads], v.cos, v.sin)  # q and k rotated in one go
             q, k, val = qk[:, : s.heads], qk[:, s.heads :], qkv[:, s.heads + s.kv_heads :]
             keys, values = cache.write(i, start, k, val)  # [1, Hkv, start+T, D]
             if self.dtype == torch.float32:  # PyTorch's SDPA: bit-equal to transformers
@@ -273,15 +274,16 @@ class LlamaModel:
         return o.to(self.dtype)
 
 
-def _rope_tables(shape: LlamaShape, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin [max_context, head_dim] in the rotate-half layout that HF checkpoints use."""
-    inv = 1.0 / (shape.rope_theta ** (torch.arange(0, shape.head_dim, 2, dtype=torch.float32) / shape.head_dim))
-    freqs = torch.outer(torch.arange(shape.max_context, dtype=torch.float32), inv)
+def rope_tables(head_dim: int, theta: float, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin [length, head_dim] in the rotate-half layout that HF checkpoints use."""
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv)
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half rope over x [..., T, D]; cos/sin [T, D] broadcast."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
