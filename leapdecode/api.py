@@ -61,7 +61,7 @@ class LLM:
         self.heads = HeadStore(self.network, self.checkpoint_dir, model)  # method "eagle": a trained head
         # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
         self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load, "network": self.network,
-                                  "load_self": self.drafts.load_self, "load_head": self.heads.load, "has_head": self.heads.available,
+                                  "load_self": self.drafts.load_self, "load_head": self.heads.load,
                                   "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}",
                                   "auto_memory": AutoMemory()}  # what auto measured on earlier requests
 

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--guesses", type=int, default=None,
                    help="lookahead method: pool candidates verified per step (default 3)")
     g.add_argument("--head", help="eagle method: a trained draft head file (default: the one `leapdecode train-head` "
-                                  "saved for this model)")
+                                  "saved for this model); with --method auto, an arm it may pick")
     _tree_argument(g)
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--compare", action="store_true",
@@ -184,6 +184,8 @@ def _generate(args: argparse.Namespace) -> int:
     llm = LLM(args.model, dtype=args.dtype, threads=args.threads)
     if args.draft_model:  # loaded (and its tokenizer checked) now, so the timed generation does not pay for it
         llm.drafts.load(args.draft_model, args.draft_dtype)
+    if args.method == "eagle" or args.head:  # likewise the head
+        llm.heads.load(args.head)
     ids = llm.encode(prompt, raw=args.raw)
     if args.json:
         res = llm.generate(prompt_ids=ids, **options)
@@ -232,8 +234,8 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.tree is not None:
         options["tree"] = _tree_width(args.method, args.tree)
     if args.head:
-        if args.method != "eagle":
-            raise LeapError("--head goes with --method eagle")
+        if args.method not in ("eagle", "auto"):
+            raise LeapError("--head goes with --method eagle (or auto, as one of its arms)")
         options["head"] = args.head
     return options | _draft_model_options(args) | _lookahead_options(args)
 

@@ -124,3 +124,15 @@ def test_cli_trains_a_head_and_generates_with_it(tmp_path, capsys):
     assert main(["generate", "List three colours.", "--method", "eagle", "--head", str(out), "--max-new-tokens", "8",
                  "--dtype", "float32", "--json"]) == 0
     assert main(["generate", "hi", "--method", "suffix", "--head", str(out)]) == 2
+
+
+def test_auto_takes_the_head_as_an_arm_only_when_given(llm, prompt_ids, trained):
+    plain = llm.generate(prompt_ids=prompt_ids[2], method="none", max_new_tokens=NEW).token_ids
+    run = llm._start(None, prompt_ids[2], False, {"method": "auto", "head": str(trained[0]), "max_new_tokens": NEW})
+    for _ in run.steps():
+        pass
+    assert "eagle" in run.engine.drafter.arms and run.engine.wants_features
+    assert run.result().token_ids == plain
+    alone = llm._start(None, prompt_ids[2], False, {"method": "auto", "max_new_tokens": 4})
+    alone.start()
+    assert "eagle" not in alone.engine.drafter.arms and not alone.engine.wants_features

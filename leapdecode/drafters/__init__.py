@@ -88,12 +88,9 @@ def _own_weights(network: Any, skip_dtype: str | None, load_self: Callable[[str]
 def _auto(arms: str | Sequence[str] | None = None, *, resources: Mapping[str, Any] | None = None,
           auto_memory: AutoMemory | None = None, **options: Any) -> AutoDrafter:
     """arms: restrict the choice ("suffix,ngram"); options: what its arms take (draft_model, ...), each arm
-    built from the same resources as the method alone. auto_memory: what earlier requests measured.
-    A model with a trained draft head (`leapdecode train-head`) gets the eagle arm without asking."""
-    resources = resources or {}
-    if "head" not in options and resources.get("has_head", lambda: False)():
-        options = options | {"head": None}
-    return AutoDrafter(build_arms(make_drafter, options, resources, arms), auto_memory)
+    built from the same resources as the method alone (head: a trained draft head's file, or None for the
+    model's own, adds the eagle arm). auto_memory: what earlier requests measured."""
+    return AutoDrafter(build_arms(make_drafter, options, resources or {}, arms), auto_memory)
 
 def _lookahead(window: int = 4, ngram: int = 4, guesses: int = 3, *, network: Any = None) -> LookaheadDrafter:
     drafter = LookaheadDrafter(window, ngram, guesses)  # bad options first: they are the request's problem

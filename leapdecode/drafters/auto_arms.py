@@ -31,7 +31,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("ngram", cheap=True),
     Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
     Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers",)),
-    Arm("eagle", takes=("head",), needs=("head",)),  # head None: the model's own trained head
+    Arm("eagle", takes=("head",), needs=("head",)),  # head None (Python): the model's own trained head
 )
 AUTO_OPTIONS = tuple(sorted({o for arm in ARMS for o in arm.takes}))  # ("draft_model", ...)
 

@@ -23,10 +23,6 @@ class HeadStore:
         self.network, self.checkpoint_dir, self.model_name = network, checkpoint_dir, model_name
         self._loaded: dict[Path, HeadNetwork] = {}
 
-    def available(self) -> bool:
-        """Whether this model has a trained head where eagle looks by default, and can use it."""
-        return hasattr(self.network, "forward_features") and default_head_path(self.checkpoint_dir).is_file()
-
     def check(self, path: str | Path | None = None) -> Path:
         """The head's file, or the reason eagle cannot run here. Runs no torch op, so any thread may ask
         (a thread that computes starts an OpenMP team of its own, which slows the decoding thread's)."""
