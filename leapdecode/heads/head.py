@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from leapdecode.errors import InvalidRequest
@@ -116,12 +117,10 @@ class DraftHead(nn.Module):
     @staticmethod
     def load(path: Path, target_shape: Any) -> DraftHead:
         """A saved head, checked against the target it will draft for."""
-        try:
-            from safetensors import safe_open
-
+        try:  # one pass over the file: its metadata and its tensors
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
-            tensors = load_file(str(path))
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open is no dict
         except Exception as e:
             raise InvalidRequest(f"cannot read draft head {path}: {e}") from e
         if meta.get("format") != FORMAT:

@@ -217,6 +217,6 @@ def train_head(llm: Any, count: int, max_tokens: int, cfg: TrainConfig, out: Pat
         f"{llm.checkpoint_dir.name}.answers-{count}x{max_tokens}-seed{cfg.seed}-{llm.precision}.jsonl")
     samples = answers(llm, count, max_tokens, cfg.seed, cache)
     head, report = fit_head(llm, examples(llm, samples), cfg)
-    head.save(out, f"{llm.checkpoint_dir.name}", {"answers": count, "max_tokens": max_tokens,
+    head.save(out, llm.checkpoint_dir.name, {"answers": count, "max_tokens": max_tokens,
                                                    "precision": llm.precision, **asdict(cfg), **asdict(report)})
     return report
