@@ -120,7 +120,7 @@ class DraftHead(nn.Module):
         try:  # one pass over the file: its metadata and its tensors
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open is no dict
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
         except Exception as e:
             raise InvalidRequest(f"cannot read draft head {path}: {e}") from e
         if meta.get("format") != FORMAT:
