@@ -285,3 +285,38 @@ def test_sigterm_lets_running_requests_finish(tmp_path):
         assert "Shutting down" in proc.stdout.read()
     finally:
         proc.kill()
+
+
+def test_bench_serve_drives_a_running_server_both_ways(server, tmp_path):
+    """`leapdecode bench-serve --url`: every level measured with speculation on and off, nothing failed, and
+    the table, JSON and plot written."""
+    import argparse
+
+    from leapdecode.bench.serve_bench import add_bench_serve_arguments, run_bench_serve
+
+    p = argparse.ArgumentParser()
+    add_bench_serve_arguments(p)
+    args = p.parse_args(["--url", server.url, "--concurrency", "1,2", "--requests", "2", "--max-tokens", "8",
+                         "--out", str(tmp_path)])
+    rows = run_bench_serve(args)["rows"]
+    assert [(r["concurrency"], r["speculation"]) for r in rows] == [(1, True), (1, False), (2, True), (2, False)]
+    assert all(r["errors"] == 0 and r["requests"] == 2 and r["throughput"] > 0 for r in rows)
+    assert all(r["accepted_per_forward"] == 1.0 for r in rows if not r["speculation"])  # off really drafts nothing
+    assert "server: given by --url" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "serve.png").stat().st_size > 0
+
+
+def test_bench_serve_passes_drafting_options_only_to_a_server_it_starts():
+    import argparse
+
+    from leapdecode.bench.serve_bench import _server_command, add_bench_serve_arguments
+    from leapdecode.errors import LeapError
+
+    p = argparse.ArgumentParser()
+    add_bench_serve_arguments(p)
+    cmd = _server_command(p.parse_args(["--method", "draft", "--draft-model", MODEL, "--draft-dtype", "int4",
+                                        "--dtype", "float32", "--threads", "2"]), 9)
+    assert cmd[3:] == ["serve", "--model", MODEL, "--dtype", "float32", "--method", "draft", "--draft-model", MODEL,
+                       "--draft-dtype", "int4", "--threads", "2", "--port", "9"]
+    with pytest.raises(LeapError, match="--url"):
+        _server_command(p.parse_args(["--url", "http://127.0.0.1:1", "--draft-model", MODEL]), 9)

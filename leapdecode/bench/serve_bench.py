@@ -31,6 +31,9 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="dtype of a started server")
     p.add_argument("--method", default="suffix", help="speculative method of a started server")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of a started server")
+    p.add_argument("--draft-model", help="a started server's draft model (methods draft and auto)")
+    p.add_argument("--draft-dtype", default=None, help="a started server's draft precision (e.g. int4)")
+    p.add_argument("--tree", type=int, default=None, help="a started server's token-tree width")
     p.add_argument("--prompts", default="mt-bench", help="mt-bench, humaneval or a .jsonl file")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="comma-separated concurrency levels")
     p.add_argument("--requests", type=int, default=16, help="requests per level and mode (at least the concurrency)")
@@ -43,13 +46,15 @@ def run_bench_serve(args: argparse.Namespace) -> dict[str, Any]:
                for p in load_prompts(args.prompts)]
     levels = tuple(int(c) for c in str(args.concurrency).split(",") if c.strip())
     out = args.out or Path("bench-out") / f"serve-{prompt_set_name(args.prompts)}"
+    started = "leapdecode " + " ".join(_server_command(args, 0)[3:-2])  # refuses drafting options with --url
+    server = "given by --url" if args.url else started
     with _server(args) as url:
         cfg = LoadConfig(url=url, prompts=tuple(prompts), concurrency=levels, requests=args.requests,
                          max_tokens=args.max_tokens)
         model = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
         rows = asyncio.run(_with_progress(cfg, model))
-    result = {"url": url, "model": model, "prompts": args.prompts, "max_tokens": args.max_tokens,
-              "requests_per_level": args.requests, "rows": rows}
+    result = {"url": url, "model": model, "server": server,
+              "prompts": args.prompts, "max_tokens": args.max_tokens, "requests_per_level": args.requests, "rows": rows}
     _write(result, out)
     return result
 
@@ -67,10 +72,8 @@ def _server(args: argparse.Namespace) -> Iterator[str]:
         yield args.url.rstrip("/")
         return
     port = _free_port()
-    cmd = [sys.executable, "-m", "leapdecode.cli", "serve", "--port", str(port), "--model", args.model,
-           "--dtype", args.dtype, "--method", args.method]
-    cmd += ["--threads", str(args.threads)] if args.threads else []
-    proc = subprocess.Popen(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(_server_command(args, port), env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
@@ -78,6 +81,19 @@ def _server(args: argparse.Namespace) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def _server_command(args: argparse.Namespace, port: int) -> list[str]:
+    """The `leapdecode serve` command line of a started server; the port comes last."""
+    drafting = {"--draft-model": args.draft_model, "--draft-dtype": args.draft_dtype, "--tree": args.tree}
+    if args.url and any(v is not None for v in drafting.values()):
+        raise LeapError("--draft-model, --draft-dtype and --tree configure a server bench-serve starts; "
+                        "with --url, give them to that server's `leapdecode serve`")
+    cmd = [sys.executable, "-m", "leapdecode.cli", "serve", "--model", args.model, "--dtype", args.dtype,
+           "--method", args.method]
+    for flag, value in (drafting | {"--threads": args.threads}).items():
+        cmd += [flag, str(value)] if value is not None else []
+    return cmd + ["--port", str(port)]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 600.0) -> None:
@@ -110,7 +126,7 @@ def _write(result: dict[str, Any], out: Path) -> None:
         lines.append("| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |")
     table = "\n".join(lines)
     (out / "report.md").write_text(f"# bench-serve: {result['model']}, {result['prompts']}, "
-                                   f"{result['max_tokens']} tokens\n\n{table}\n")
+                                   f"{result['max_tokens']} tokens\n\nserver: {result['server']}\n\n{table}\n")
     plot_serve(result["rows"], out / "serve.png")
     print(table)
     print(f"\nwrote {out / 'report.md'}, {out / 'results.json'}, {out / 'serve.png'}")
