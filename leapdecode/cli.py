@@ -148,6 +148,9 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-model", help="method draft, and an arm of auto: the smaller model with the same tokenizer "
                                          "(name or path)")
     _draft_dtype_argument(p)
+    p.add_argument("--skip-layers", help="method layerskip, and an arm of auto: the layers its draft skips "
+                                         "(default: found once per model)")
+    _skip_dtype_argument(p)
     _tree_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
@@ -184,6 +187,8 @@ def _generate(args: argparse.Namespace) -> int:
     llm = LLM(args.model, dtype=args.dtype, threads=args.threads)
     if args.draft_model:  # loaded (and its tokenizer checked) now, so the timed generation does not pay for it
         llm.drafts.load(args.draft_model, args.draft_dtype)
+    if args.skip_dtype:  # likewise the target's weights at the precision layerskip drafts with
+        llm.drafts.load_self(args.skip_dtype)
     if args.method == "eagle" or args.head:  # likewise the head
         llm.heads.load(args.head)
     ids = llm.encode(prompt, raw=args.raw)
@@ -294,7 +299,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
                         served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                         adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace,
-                        draft_model=args.draft_model, draft_dtype=args.draft_dtype, tree=args.tree or 0)
+                        draft_model=args.draft_model, draft_dtype=args.draft_dtype, tree=args.tree or 0,
+                        skip_layers=args.skip_layers, skip_dtype=args.skip_dtype)
 
 
 def _serve(args: argparse.Namespace) -> int:

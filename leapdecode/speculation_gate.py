@@ -5,7 +5,10 @@ speculative step: every request's drafter proposing, the masks, verification, th
 With many requests on few cores that can outweigh what the drafts win. So per batch size the gate times
 whole steps (propose to settle) with speculation on and with it off, keeps the way that yields more tokens
 per second, and looks at the other way for a few steps now and then, since load and text change what pays.
-Either way the output is the same: off only means the step verifies no draft.
+Each new batch size tries plain steps first, then speculative ones, and stops a speculative trial that is
+hopeless after two steps; sizes already judged tell the ones beyond them (speculation that lost at a
+smaller batch is not tried at a larger one). Either way the output is the same: off only means the step
+verifies no draft.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 from statistics import median
 
 TRY_STEPS = 8  # steps each way before either is trusted, and the length of each later look at the other way
+EARLY_STEPS = 2  # speculative steps of a trial after which a hopeless one stops
+HOPELESS = 0.7  # ... hopeless: at under this fraction of the plain steps' rate
 LOOK_EVERY = 128  # steps between looks at the way that is losing
 WINDOW = 64  # the latest steps of a way that its rate is read from
 STALL = 3.0  # a step this many times slower than the way's median step is a stall (a first call, a page fault,
@@ -50,6 +55,13 @@ class _Bucket:
     looking: int = 0  # steps left of a look at the losing way
 
 
+def _hopeless(b: _Bucket) -> bool:
+    """A trial of speculation cut short: a few steps already far slower than plain ones. A costly drafter
+    (a model drafting for each of many requests) can take several plain steps' time per step, so a full
+    trial would cost more than the answer is worth."""
+    return b.on.seen >= EARLY_STEPS and b.off.seen >= TRY_STEPS and b.on.value < HOPELESS * b.off.value
+
+
 class SpeculationGate:
     """speculate(batch) before a step, observe(...) after it; only steps where some request drafts count."""
 
@@ -58,11 +70,13 @@ class SpeculationGate:
 
     def speculate(self, batch: int) -> bool:
         b = self._buckets.setdefault(batch, _Bucket())
-        if b.on.seen < TRY_STEPS:
-            return True
-        if b.off.seen < TRY_STEPS:
+        told = self._told(batch)
+        if b.off.seen < TRY_STEPS and told is not True:  # the cheap way first: it sets the bar
             return False
-        winner = b.on.value >= b.off.value
+        if b.on.seen < TRY_STEPS and told is not False and not _hopeless(b):
+            return True
+        tried = b.off.seen >= TRY_STEPS and (b.on.seen >= TRY_STEPS or _hopeless(b))
+        winner = b.on.value >= b.off.value if tried or told is None else told
         b.steps += 1
         if b.steps % LOOK_EVERY == 0:
             b.looking = TRY_STEPS
@@ -70,6 +84,18 @@ class SpeculationGate:
             b.looking -= 1
             return not winner
         return winner
+
+    def _told(self, batch: int) -> bool | None:
+        """What the batch sizes already judged say of this one: speculation that lost at a smaller batch
+        loses at this one too, and speculation that won at a larger batch wins here too (rows and drafts
+        only grow dearer with the batch). None: they say nothing, so try both ways."""
+        judged = {n: b.on.value >= b.off.value for n, b in self._buckets.items()
+                  if b.off.seen >= TRY_STEPS and (b.on.seen >= TRY_STEPS or _hopeless(b)) and n != batch}
+        if any(not on for n, on in judged.items() if n < batch):
+            return False
+        if any(on for n, on in judged.items() if n > batch):
+            return True
+        return None
 
     def observe(self, batch: int, speculated: bool, tokens: int, seconds: float) -> None:
         """A step of `batch` requests, with speculation on or off, yielded `tokens` in `seconds`."""

@@ -153,8 +153,8 @@ def test_elimination_stops_where_expected_speed_peaks():
 def test_search_finds_a_valid_set_once_per_model(llm, prompt_ids, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
     model_id = llm.drafter_resources["model_id"]
-    skip, draft_length = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id)
-    assert 1 <= draft_length <= 8
+    skip, draft_length, threshold = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id)
+    assert 1 <= draft_length <= 8 and 0.0 <= threshold < 1.0
     assert skip.total == 30 and skip.skipped  # validated on construction: a usable set
     assert "searching which of 30 layers to skip" in capsys.readouterr().err
     assert json.loads((tmp_path / "layerskip.json").read_text())[f"v{skip_store.VERSION}|{model_id}"]["skip"] == str(skip)
@@ -163,7 +163,7 @@ def test_search_finds_a_valid_set_once_per_model(llm, prompt_ids, tmp_path, monk
         raise AssertionError("searched again")
 
     monkeypatch.setattr(skip_store, "search_skip_layers", no_search)
-    assert skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id) == (skip, draft_length)
+    assert skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id) == (skip, draft_length, threshold)
     res = llm.generate(prompt_ids=prompt_ids[0], method="layerskip", max_new_tokens=16)  # the api finds it too
     assert res.token_ids == llm.generate(prompt_ids=prompt_ids[0], method="none", max_new_tokens=16).token_ids
     assert capsys.readouterr().err == ""
@@ -189,7 +189,7 @@ def test_int4_weights_get_a_search_of_their_own(llm, tmp_path, monkeypatch, caps
     monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
     model_id = llm.drafter_resources["model_id"]
     int4 = llm.drafts.load_self("int4")
-    skip, _ = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id, int4, "int4")
+    skip, _, _ = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id, int4, "int4")
     stored = json.loads((tmp_path / "layerskip.json").read_text())
     assert list(stored) == [f"v{skip_store.VERSION}|{model_id}|draft@int4"] and stored[list(stored)[0]]["skip"] == str(skip)
     assert "searching" in capsys.readouterr().err
@@ -200,3 +200,32 @@ def test_int4_weights_get_a_search_of_their_own(llm, tmp_path, monkeypatch, caps
 def test_int4_weight_search_prices_the_cheaper_draft():
     plain, cheap = StepCosts(0.03, 0.01), StepCosts(0.03, 0.01, draft_full=0.3)
     assert cheap.speedup(0.9, 1)[0] > 1.5 > plain.speedup(0.9, 1)[0]
+
+
+def test_int4_weights_may_skip_no_layer_and_stay_lossless(llm, hf_model, prompt_ids, hf_greedy, capsys):
+    """skip_layers="none" at int4: every layer drafts, over the float32 target's cache (quantized
+    self-speculation). Greedy output is still transformers' own, and most drafts are accepted. At the
+    target's own precision the same empty set would be the target drafting for itself: refused."""
+    accepted = drafted = 0
+    for i, (ids, ref) in enumerate(zip(prompt_ids[:3], hf_greedy)):
+        res = llm.generate(prompt_ids=ids, method="layerskip", skip_layers="none", skip_dtype="int4", max_new_tokens=NEW)
+        split = first_difference(res.token_ids, ref[:NEW])
+        if split is not None:
+            assert top2_gap(hf_next_logits(hf_model, ids + ref[:split])) < 1e-4, f"prompt {i} at token {split}"
+        accepted, drafted = accepted + res.stats.accepted, drafted + res.stats.drafted
+    assert accepted > 0.6 * drafted
+    with pytest.raises(InvalidRequest, match="the draft would be the target itself"):
+        llm.generate(prompt_ids=prompt_ids[0], method="layerskip", skip_layers="none", max_new_tokens=4)
+    assert str(SkipLayers.parse("none", 30)) == "none" and SkipLayers.parse("none", 30).kept == tuple(range(30))
+
+
+def test_confidence_threshold_is_read_from_measured_agreement():
+    """Positions the draft is unsure of (low top probability) but still right about do not raise the cut-off;
+    a low-confidence tail that is mostly wrong sets it just where that tail ends."""
+    from leapdecode.drafters.skip_search import confidence_threshold
+
+    sure, unsure = torch.tensor([8.0, 0.0, 0.0]), torch.tensor([0.5, 0.0, 0.0])  # top probability ~1 / ~0.45
+    logits = torch.stack([unsure] * 4 + [sure] * 4)
+    right, wrong = torch.zeros(8, dtype=torch.long), torch.tensor([1] * 4 + [0] * 4)
+    assert confidence_threshold(logits, right, price=0.3) == 0.0  # unsure but right: draft anyway
+    assert 0.4 < confidence_threshold(logits, wrong, price=0.3) < 0.5  # the unsure ones are all wrong

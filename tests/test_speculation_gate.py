@@ -4,7 +4,7 @@ A batch whose steps switch speculation on and off still gives every request its 
 from __future__ import annotations
 
 from leapdecode.scheduler import Scheduler, SchedulerConfig
-from leapdecode.speculation_gate import LOOK_EVERY, TRY_STEPS, SpeculationGate
+from leapdecode.speculation_gate import EARLY_STEPS, LOOK_EVERY, TRY_STEPS, SpeculationGate
 
 
 def _drive(gate: SpeculationGate, batch: int, steps: int, on_rate: float, off_rate: float) -> list[bool]:
@@ -20,7 +20,7 @@ def _drive(gate: SpeculationGate, batch: int, steps: int, on_rate: float, off_ra
 def test_tries_both_ways_then_keeps_the_faster():
     gate = SpeculationGate()
     chosen = _drive(gate, 8, 2 * TRY_STEPS + 50, on_rate=0.9, off_rate=1.0)
-    assert chosen[:TRY_STEPS] == [True] * TRY_STEPS and chosen[TRY_STEPS : 2 * TRY_STEPS] == [False] * TRY_STEPS
+    assert chosen[:TRY_STEPS] == [False] * TRY_STEPS and chosen[TRY_STEPS : 2 * TRY_STEPS] == [True] * TRY_STEPS
     assert not any(chosen[2 * TRY_STEPS :])  # off wins at this batch size
     assert gate.rates(8)[0] < gate.rates(8)[1]
     faster_on = _drive(SpeculationGate(), 1, 2 * TRY_STEPS + 50, on_rate=1.3, off_rate=1.0)
@@ -32,7 +32,28 @@ def test_batch_sizes_are_judged_apart():
     _drive(gate, 1, 3 * TRY_STEPS, on_rate=1.5, off_rate=1.0)
     _drive(gate, 8, 3 * TRY_STEPS, on_rate=0.8, off_rate=1.0)
     assert gate.speculate(1) and not gate.speculate(8)
-    assert gate.rates(4) == (0.0, 0.0) and gate.speculate(4)  # a new size starts by trying speculation
+    assert gate.rates(4) == (0.0, 0.0) and not gate.speculate(4)  # a new size tries both, plain first
+
+
+def test_judged_batch_sizes_tell_the_sizes_beyond_them():
+    """Speculation that lost at a smaller batch is not tried again at a larger one (its drafts would cost
+    whole steps there), and speculation that won at a larger batch is kept at a smaller one; a look at the
+    other way still comes, and can overturn it."""
+    gate = SpeculationGate()
+    _drive(gate, 4, 2 * TRY_STEPS, on_rate=0.5, off_rate=1.0)  # off wins at 4
+    assert not any(_drive(gate, 8, LOOK_EVERY - 1, on_rate=0.5, off_rate=1.0))  # so 8 starts off, no trial
+    assert _drive(gate, 8, 2 * TRY_STEPS, on_rate=2.0, off_rate=1.0).count(True) == TRY_STEPS  # the look
+    assert gate.speculate(8)  # found that speculation pays at 8 after all
+    gate = SpeculationGate()
+    _drive(gate, 6, 2 * TRY_STEPS, on_rate=2.0, off_rate=1.0)  # on wins at 6
+    assert all(_drive(gate, 3, 2 * TRY_STEPS, on_rate=2.0, off_rate=1.0))  # so 3 keeps on, no trial of off
+
+
+def test_a_hopeless_trial_of_speculation_stops_early():
+    """Where speculative steps run at a third of plain ones' rate (a drafting model per request in a big
+    batch), two of them settle it: a full trial would cost more than the answer is worth."""
+    chosen = _drive(SpeculationGate(), 8, TRY_STEPS + 20, on_rate=0.3, off_rate=1.0)
+    assert chosen.count(True) == EARLY_STEPS and chosen[TRY_STEPS : TRY_STEPS + EARLY_STEPS] == [True] * EARLY_STEPS
 
 
 def test_the_losing_way_is_looked_at_again_and_can_win():

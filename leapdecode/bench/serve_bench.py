@@ -33,6 +33,8 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of a started server")
     p.add_argument("--draft-model", help="a started server's draft model (methods draft and auto)")
     p.add_argument("--draft-dtype", default=None, help="a started server's draft precision (e.g. int4)")
+    p.add_argument("--skip-layers", help="a started server's layerskip set (methods layerskip and auto)")
+    p.add_argument("--skip-dtype", default=None, help="a started server's layerskip draft precision (e.g. int4)")
     p.add_argument("--tree", type=int, default=None, help="a started server's token-tree width")
     p.add_argument("--prompts", default="mt-bench", help="mt-bench, humaneval or a .jsonl file")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="comma-separated concurrency levels")
@@ -85,10 +87,11 @@ def _server(args: argparse.Namespace) -> Iterator[str]:
 
 def _server_command(args: argparse.Namespace, port: int) -> list[str]:
     """The `leapdecode serve` command line of a started server; the port comes last."""
-    drafting = {"--draft-model": args.draft_model, "--draft-dtype": args.draft_dtype, "--tree": args.tree}
+    drafting = {"--draft-model": args.draft_model, "--draft-dtype": args.draft_dtype, "--skip-layers": args.skip_layers,
+                "--skip-dtype": args.skip_dtype, "--tree": args.tree}
     if args.url and any(v is not None for v in drafting.values()):
-        raise LeapError("--draft-model, --draft-dtype and --tree configure a server bench-serve starts; "
-                        "with --url, give them to that server's `leapdecode serve`")
+        raise LeapError(f"{', '.join(drafting)} configure a server bench-serve starts; with --url, give them to "
+                        "that server's `leapdecode serve`")
     cmd = [sys.executable, "-m", "leapdecode.cli", "serve", "--model", args.model, "--dtype", args.dtype,
            "--method", args.method]
     for flag, value in (drafting | {"--threads": args.threads}).items():

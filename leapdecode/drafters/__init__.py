@@ -53,23 +53,29 @@ def _draft_model(
 
 
 def _layerskip(
-    skip_layers: str | Sequence[int] | None = None, threshold: float = 0.6, skip_dtype: str | None = None, *,
+    skip_layers: str | Sequence[int] | None = None, threshold: float | None = None, skip_dtype: str | None = None, *,
     network: Any = None, tokenizer: Any = None, model_id: str | None = None,
     load_self: Callable[[str], Any] | None = None,
 ) -> LayerSkipDrafter:
     """skip_dtype: the draft pass reads the target's own weights at this precision ("int4": its GGUF as
-    stored) instead of the target's; None: the target's network itself."""
+    stored) instead of the target's; None: the target's network itself. threshold: the draft confidence
+    below which drafting stops; None: what the search measured a token to cost, or for a set given by hand
+    0.6 at the target's precision (a draft token costs most of a step) and 0.3 at another (a fraction)."""
     if not hasattr(network, "num_layers"):
         raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
                              "(not the transformers fallback)")
     drafting = _own_weights(network, skip_dtype, load_self)
     if skip_layers is not None:  # by hand: the engine's adaptive draft length decides how far to draft
-        return LayerSkipDrafter(drafting, SkipLayers.parse(skip_layers, network.num_layers), threshold)
+        skip = SkipLayers.parse(skip_layers, network.num_layers)
+        if not skip.skipped and drafting is network:
+            raise InvalidRequest(f"skip_layers is empty: at the target's own precision the draft would be the "
+                                 f"target itself; name layers 1-{network.num_layers - 2}, or give a skip_dtype")
+        return LayerSkipDrafter(drafting, skip, (0.6 if drafting is network else 0.3) if threshold is None else threshold)
     if tokenizer is None or model_id is None:
         raise InvalidRequest("layerskip without skip_layers searches for a set: it needs the tokenizer and a model_id")
     searched = None if drafting is network else drafting
-    skip, draft_length = found_skip_layers(network, tokenizer, model_id, searched, skip_dtype)
-    return LayerSkipDrafter(drafting, skip, threshold, max_draft=draft_length)
+    skip, draft_length, measured = found_skip_layers(network, tokenizer, model_id, searched, skip_dtype)
+    return LayerSkipDrafter(drafting, skip, measured if threshold is None else threshold, max_draft=draft_length)
 
 
 def _own_weights(network: Any, skip_dtype: str | None, load_self: Callable[[str], Any] | None) -> Any:

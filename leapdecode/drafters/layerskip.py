@@ -38,8 +38,9 @@ class LayerSkipDrafter:
                  max_draft: int | None = None) -> None:
         if not 0.0 <= threshold < 1.0:
             raise InvalidRequest(f"layerskip threshold must be in [0, 1), got {threshold}")
-        # A draft token costs most of a plain step when few layers are skipped: a wrong guess is dear, so
-        # draft only when fairly sure, and no further than the search found worth it (max_draft).
+        # A draft token at the target's precision costs most of a plain step when few layers are skipped: a
+        # wrong guess is dear, so draft only when fairly sure, and no further than the search found worth it
+        # (max_draft). A draft reading the weights at int4 costs a fraction of a step and may guess freely.
         self.network, self.skip, self.threshold, self.max_draft = network, skip, threshold, max_draft
         self.kept = skip.kept
 

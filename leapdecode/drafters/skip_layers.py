@@ -12,15 +12,14 @@ from leapdecode.errors import InvalidRequest
 class SkipLayers:
     """A set of skipped layers of a model with `total` decoder layers. The first and the last layer always
     run: the first turns embeddings into the stream every later layer reads, the last shapes it for the
-    head, and skipping either wrecks the draft for every model we tried."""
+    head, and skipping either wrecks the draft for every model we tried. The set may be empty ("none"):
+    a draft that reads the weights at a lower precision can run every layer and still be cheap."""
 
     total: int  # the model's decoder layers
     skipped: tuple[int, ...]  # ascending, distinct, each in 1..total-2
 
     def __post_init__(self) -> None:
         depth = f"the model has {self.total} layers (0-{self.total - 1})"
-        if not self.skipped:
-            raise InvalidRequest(f"skip_layers is empty: name at least one of layers 1-{self.total - 2}; {depth}")
         missing = [i for i in self.skipped if not 0 <= i < self.total]
         if missing:
             raise InvalidRequest(f"skip_layers: layer {missing[0]} does not exist; {depth}")
@@ -31,7 +30,9 @@ class SkipLayers:
 
     @staticmethod
     def parse(spec: str | Sequence[int], total: int) -> SkipLayers:
-        """"3,5,7-12" (ranges inclusive) or a sequence of layer numbers."""
+        """"3,5,7-12" (ranges inclusive), "none", or a sequence of layer numbers."""
+        if isinstance(spec, str) and spec.strip().lower() == "none":
+            return SkipLayers(total, ())
         layers = _read(spec) if isinstance(spec, str) else [int(i) for i in spec]
         return SkipLayers(total, tuple(sorted(set(layers))))
 
@@ -43,6 +44,8 @@ class SkipLayers:
 
     def __str__(self) -> str:
         """The compact form parse() reads: runs of consecutive layers as ranges."""
+        if not self.skipped:
+            return "none"
         runs: list[list[int]] = []
         for i in self.skipped:
             if runs and runs[-1][1] == i - 1:

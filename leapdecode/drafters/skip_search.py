@@ -66,9 +66,13 @@ class StepCosts:
 
     def speedup(self, alpha: float, skipped: int) -> tuple[float, int]:
         """Expected tokens per unit time relative to plain decoding, and the draft length that gets it."""
-        draft = max(self.draft_full - skipped * self.per_layer, 0.0)
-        return max((sum(alpha**i for i in range(k + 1)) / (1.0 + k * (draft + self.verify_row)), k)
-                   for k in range(1, K_MAX + 1))
+        price = self.token_price(skipped)
+        return max((sum(alpha**i for i in range(k + 1)) / (1.0 + k * price), k) for k in range(1, K_MAX + 1))
+
+    def token_price(self, skipped: int) -> float:
+        """What one more draft token costs (its draft forward and its verify row), in plain steps: also the
+        confidence below which drafting it does not pay, since it yields at most that chance of a token."""
+        return max(self.draft_full - skipped * self.per_layer, 0.0) + self.verify_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class SearchResult:
     agreement: float  # teacher-forced argmax agreement with the full model on the calibration text
     speedup: float  # the expected speed relative to plain decoding
     draft_length: int  # the draft length that expectation assumes
+    threshold: float  # the draft confidence below which a token costs more than it is expected to yield
     evaluated: int  # candidate sets scored
     seconds: float
 
@@ -101,9 +106,32 @@ def search_skip_layers(network: Any, ids: Sequence[int], drafting: Any = None) -
         return (out.argmax(-1) == reference).float().mean().item()
 
     steps, evaluated = _eliminate(network.num_layers, agreement, costs)
+    if drafting is not network:  # at a lower precision every layer may still be cheap: skipping none competes
+        alpha = agreement([])
+        steps.append(([], alpha, costs.speedup(alpha, 0)))
+        evaluated += 1
     skipped, alpha, (speed, k) = max(steps, key=lambda s: s[2][0])
     skip = SkipLayers(network.num_layers, tuple(sorted(skipped)))
-    return SearchResult(skip, round(alpha, 4), round(speed, 3), k, evaluated, round(time.perf_counter() - t0, 1))
+    out = drafting.forward(tokens, 0, cache, layers=skip.kept)[0]  # [T, V]
+    threshold = confidence_threshold(out, reference, costs.token_price(len(skipped)))
+    return SearchResult(skip, round(alpha, 4), round(speed, 3), k, round(threshold, 3), evaluated,
+                        round(time.perf_counter() - t0, 1))
+
+
+def confidence_threshold(logits: Tensor, reference: Tensor, price: float) -> float:
+    """The draft confidence (top probability) below which a draft token does not pay. Leaving out the j
+    calibration positions the draft is least sure of saves j token prices and loses the ones of them it got
+    right; the cut keeps the j that saves most, and sits just above the surest position it leaves out.
+    Confidence understates agreement when the draft is close to the target, so it is read from measured
+    agreement rather than taken at its word. logits [T, V]; reference [T] the target's argmax."""
+    confidence, guess = torch.softmax(logits.float(), dim=-1).max(dim=-1)
+    order = confidence.argsort()
+    right = (guess == reference)[order].float().cumsum(0)  # right among the lowest j + 1
+    saved = price * torch.arange(1, len(order) + 1) - right
+    j = int(saved.argmax())
+    if float(saved[j]) <= 0:
+        return 0.0
+    return round(min(float(confidence[order[j]]) + 1e-3, 0.95), 3)
 
 
 Step = tuple[list[int], float, tuple[float, int]]  # skipped layers, agreement, (expected speed, k)

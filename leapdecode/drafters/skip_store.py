@@ -14,7 +14,7 @@ from leapdecode.drafters.skip_search import calibration_ids, search_skip_layers
 from leapdecode.errors import InvalidRequest
 from leapdecode.paths import cache_dir
 
-VERSION = 2  # bump when the search changes, so old answers are searched again
+VERSION = 3  # bump when the search changes, so old answers are searched again
 
 
 def store_path() -> Path:
@@ -22,23 +22,24 @@ def store_path() -> Path:
 
 
 def found_skip_layers(network: Any, tokenizer: Any, model_id: str, drafting: Any = None,
-                      draft_dtype: str | None = None) -> tuple[SkipLayers, int]:
-    """The stored set for model_id and the draft length it is best at, else a search now (announced on
-    stderr, then stored). drafting: the target's own weights at draft_dtype, when they draft instead."""
+                      draft_dtype: str | None = None) -> tuple[SkipLayers, int, float]:
+    """The stored set for model_id, the draft length it is best at and the confidence below which a draft
+    token does not pay, else a search now (announced on stderr, then stored). drafting: the target's own
+    weights at draft_dtype, when they draft instead."""
     key = f"v{VERSION}|{model_id}" + (f"|draft@{draft_dtype}" if drafting is not None else "")
     try:
         entry = _read()[key]
-        return SkipLayers.parse(entry["skip"], network.num_layers), int(entry["draft_length"])
+        return SkipLayers.parse(entry["skip"], network.num_layers), int(entry["draft_length"]), float(entry["threshold"])
     except (KeyError, TypeError, ValueError, InvalidRequest):  # not searched yet, or a damaged entry: search again
         pass
     print(f"leapdecode: layerskip: searching which of {network.num_layers} layers to skip "
           f"(once for this model)...", end="", file=sys.stderr, flush=True)
     found = search_skip_layers(network, calibration_ids(tokenizer), drafting)
     print(f" skip {found.skip} (agreement {found.agreement:.2f}, expected {found.speedup:.2f}x at "
-          f"k={found.draft_length}; {found.evaluated} sets in {found.seconds:.0f} s)", file=sys.stderr)
+          f"k={found.draft_length}, confidence >= {found.threshold:.2f}; {found.evaluated} sets in {found.seconds:.0f} s)", file=sys.stderr)
     _write(key, {"skip": str(found.skip), "agreement": found.agreement, "expected_speedup": found.speedup,
-                 "draft_length": found.draft_length})
-    return found.skip, found.draft_length
+                 "draft_length": found.draft_length, "threshold": found.threshold})
+    return found.skip, found.draft_length, found.threshold
 
 
 def _read() -> dict[str, Any]:

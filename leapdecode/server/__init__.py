@@ -21,6 +21,8 @@ class ServerConfig:
     draft_model: str | None = None  # methods "draft" and "auto" (as one of its arms): the drafting model, loaded at start
     draft_dtype: str = "auto"  # the draft's own precision (models/draft_models.py)
     tree: int = 0  # token trees of this many branches for every method that can tree; 0: chains
+    skip_layers: str | None = None  # method "layerskip" (and auto's layerskip arm): the layers it skips
+    skip_dtype: str | None = None  # method "layerskip": the precision its draft reads the weights at (e.g. int4)
 
     def __post_init__(self) -> None:
         from leapdecode.drafters import DRAFTER_METHODS
@@ -52,6 +54,13 @@ def build_app(config: ServerConfig):
         draft = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype}
         method_options["draft"] = draft
         method_options["auto"] = dict(draft)  # an arm auto may choose
+    skip = {k: v for k, v in (("skip_layers", config.skip_layers), ("skip_dtype", config.skip_dtype)) if v}
+    if skip or config.method == "layerskip":
+        method_options["layerskip"] = skip
+        if config.skip_layers:  # auto's layerskip arm needs a set given
+            method_options["auto"] = method_options.get("auto", {}) | skip
+        # load the drafting weights and run (or read) the skip search now, not in the first request
+        llm.generate(prompt_ids=llm.encode("Hello"), method="layerskip", max_new_tokens=2, **skip)
     if config.tree:  # every method that can tree does, whichever a request names
         from leapdecode.drafters import DRAFTER_METHODS, can_tree
 
