@@ -59,7 +59,7 @@ def _layerskip(
 ) -> LayerSkipDrafter:
     """skip_dtype: the draft pass reads the target's own weights at this precision ("int4": its GGUF as
     stored) instead of the target's; None: the target's network itself. threshold: the draft confidence
-    below which drafting stops; None: what the search measured a token to cost, or for a set given by hand
+    below which drafting stops; None: the cut-off the search measured from agreement, or for a set given by hand
     0.6 at the target's precision (a draft token costs most of a step) and 0.3 at another (a fraction)."""
     if not hasattr(network, "num_layers"):
         raise InvalidRequest("layerskip drafts with the target's own layers: it needs leapdecode's llama code "
