@@ -20,7 +20,8 @@ from statistics import median
 TRY_STEPS = 8  # steps each way before either is trusted, and the length of each later look at the other way
 EARLY_STEPS = 2  # speculative steps of a trial after which a hopeless one stops
 HOPELESS = 0.7  # ... hopeless: at under this fraction of the plain steps' rate
-LOOK_EVERY = 128  # steps between looks at the way that is losing
+LOOK_EVERY = 128  # steps between looks at the way that is losing, at first
+MAX_EVERY = 1024  # ... and at most, after looks that found it still losing
 WINDOW = 64  # the latest steps of a way that its rate is read from
 STALL = 3.0  # a step this many times slower than the way's median step is a stall (a first call, a page fault,
 # the machine busy elsewhere), not what the way costs: it is left out of the rate
@@ -48,11 +49,22 @@ class _Rate:
 
 
 @dataclass(slots=True)
+class _Look:
+    """A few steps the losing way, to see whether it still loses."""
+
+    way: bool  # the way looked at (speculation on or off)
+    verdict: bool  # the way that was winning when the look began
+    left: int = TRY_STEPS
+    rate: _Rate = field(default_factory=_Rate)  # the look's own steps
+
+
+@dataclass(slots=True)
 class _Bucket:
     on: _Rate = field(default_factory=_Rate)
     off: _Rate = field(default_factory=_Rate)
-    steps: int = 0  # decided steps
-    looking: int = 0  # steps left of a look at the losing way
+    steps: int = 0  # decided steps since the last look
+    every: int = LOOK_EVERY  # decided steps between looks: doubles each time a look confirms the verdict
+    look: _Look | None = None
 
 
 def _hopeless(b: _Bucket) -> bool:
@@ -60,6 +72,20 @@ def _hopeless(b: _Bucket) -> bool:
     (a model drafting for each of many requests) can take several plain steps' time per step, so a full
     trial would cost more than the answer is worth."""
     return b.on.seen >= EARLY_STEPS and b.off.seen >= TRY_STEPS and b.on.value < HOPELESS * b.off.value
+
+
+def _look_hopeless(b: _Bucket, look: _Look) -> bool:
+    """A look cut short: its first steps far slower than the winning way. Looking costs what the losing way
+    loses, and a look at costly speculation in a big batch would cost several plain steps a step."""
+    winning = b.on if look.verdict else b.off
+    return look.rate.seen >= EARLY_STEPS and look.rate.value < HOPELESS * winning.value
+
+
+def _end_look(b: _Bucket, winner: bool) -> None:
+    """A look that confirmed the verdict puts the next one twice as far off (up to MAX_EVERY); one that
+    overturned it, back to LOOK_EVERY."""
+    b.every = min(2 * b.every, MAX_EVERY) if winner == b.look.verdict else LOOK_EVERY
+    b.look, b.steps = None, 0
 
 
 class SpeculationGate:
@@ -77,12 +103,15 @@ class SpeculationGate:
             return True
         tried = b.off.seen >= TRY_STEPS and (b.on.seen >= TRY_STEPS or _hopeless(b))
         winner = b.on.value >= b.off.value if tried or told is None else told
-        b.steps += 1
-        if b.steps % LOOK_EVERY == 0:
-            b.looking = TRY_STEPS
-        if b.looking:
-            b.looking -= 1
-            return not winner
+        if b.look is None:
+            b.steps += 1
+            if b.steps >= b.every:
+                b.look = _Look(way=not winner, verdict=winner)
+        if b.look is not None:
+            if b.look.left and not _look_hopeless(b, b.look):
+                b.look.left -= 1
+                return b.look.way
+            _end_look(b, winner)
         return winner
 
     def _told(self, batch: int) -> bool | None:
@@ -101,6 +130,8 @@ class SpeculationGate:
         """A step of `batch` requests, with speculation on or off, yielded `tokens` in `seconds`."""
         b = self._buckets.setdefault(batch, _Bucket())
         (b.on if speculated else b.off).observe(tokens, seconds)
+        if b.look is not None and b.look.way == speculated:
+            b.look.rate.observe(tokens, seconds)
 
     def rates(self, batch: int) -> tuple[float, float]:
         """(on, off) tokens per second measured at this batch size so far; 0 for a way not yet tried."""

@@ -58,12 +58,24 @@ def test_a_hopeless_trial_of_speculation_stops_early():
 
 def test_the_losing_way_is_looked_at_again_and_can_win():
     gate = SpeculationGate()
-    chosen = _drive(gate, 2, 2 * TRY_STEPS + LOOK_EVERY + TRY_STEPS, on_rate=0.5, off_rate=1.0)
+    chosen = _drive(gate, 2, 2 * TRY_STEPS + LOOK_EVERY + TRY_STEPS, on_rate=0.8, off_rate=1.0)
     looks = chosen[2 * TRY_STEPS :]
-    assert looks.count(True) == TRY_STEPS  # one look of TRY_STEPS steps per LOOK_EVERY
-    # The text turns repetitive: speculation now pays, and the next look finds it.
-    later = _drive(gate, 2, 3 * LOOK_EVERY, on_rate=3.0, off_rate=1.0)
-    assert sum(later[-LOOK_EVERY:]) >= LOOK_EVERY - TRY_STEPS  # on, but for a look back at off
+    assert looks.count(True) == TRY_STEPS  # one look of TRY_STEPS steps after LOOK_EVERY
+    # The text turns repetitive: speculation now pays, and the next look (twice as far off) finds it.
+    later = _drive(gate, 2, 4 * LOOK_EVERY, on_rate=3.0, off_rate=1.0)
+    assert later[-LOOK_EVERY:].count(False) <= EARLY_STEPS  # on, but for a short look back at off
+    assert gate.speculate(2)
+
+
+def test_looks_that_confirm_the_verdict_are_short_and_ever_rarer():
+    """Where speculation costs three plain steps a step (drafting for many requests), a look at it stops
+    after two steps, and each look that finds it still losing puts the next one twice as far off."""
+    chosen = _drive(SpeculationGate(), 8, TRY_STEPS + EARLY_STEPS + 7 * LOOK_EVERY + 10, on_rate=0.3, off_rate=1.0)
+    on_at = [i for i, on in enumerate(chosen) if on][EARLY_STEPS:]  # after the trial's own steps
+    starts = [i for n, i in enumerate(on_at) if n % EARLY_STEPS == 0]
+    assert len(on_at) == 3 * EARLY_STEPS  # three looks, each cut short, in 7 * LOOK_EVERY steps
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps == [2 * LOOK_EVERY + EARLY_STEPS, 4 * LOOK_EVERY + EARLY_STEPS]
 
 
 def test_a_stall_does_not_decide():
