@@ -61,13 +61,22 @@ class Engine:
         """The drafter's guess, at most min(draft length, budget) tokens (a tree: nodes) and never past the
         cache. A tree is cut to MAX_NODES, its best nodes; extra rows that would not fit in the cache (near
         the end of a request) are left out."""
-        room = self.cache.max_len - self.cache.length - 1
-        k = min(self.draft_length.k, budget, room)
+        k = self.draft_k(budget)
         if k <= 0:
             return Draft.empty()
         start = time.perf_counter()
         draft = self.drafter.propose(self.view, k)
-        self.stats.draft_seconds += time.perf_counter() - start
+        return self.took(draft, time.perf_counter() - start)
+
+    def draft_k(self, budget: int) -> int:
+        """How many tokens the drafter may propose this step: the draft length, the budget, the cache's room."""
+        return min(self.draft_length.k, budget, self.cache.max_len - self.cache.length - 1)
+
+    def took(self, draft: Draft, seconds: float) -> Draft:
+        """A draft made for this sequence in `seconds` (propose's own, or its share of a batch's drafting),
+        shaped to what the cache and the model can take."""
+        self.stats.draft_seconds += seconds
+        room = self.cache.max_len - self.cache.length - 1
         if not draft.is_tree:
             return draft if draft.rows <= room + 1 else draft.without_extra()
         if not self.model.token_trees:  # a drafter that trees without the tree option, on a model that cannot

@@ -8,7 +8,7 @@ import torch
 
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.draft_length import DraftLength
-from leapdecode.draft_planner import plan_drafts
+from leapdecode.draft_planner import Acceptance, plan_drafts
 from leapdecode.drafters import make_drafter
 from leapdecode.drafters.auto import PLAIN, ArmDrafter, AutoDrafter
 from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
@@ -154,6 +154,27 @@ def test_planner_trims_by_the_drafters_own_chances():
     assert plan_drafts([4], [0.9], cost) == [4]  # alpha 0.9: every token pays
     assert plan_drafts([4], [0.9], cost, [(0.9, 0.1, 0.05, 0.01)]) == [1]  # auto says only the first does
     assert plan_drafts([4, 3], [0.9, 0.9], cost, [None, (0.01, 0.001, 0.0)]) == [4, 0]
+
+
+def test_planner_weighs_making_a_draft_before_it_is_made():
+    """Asked before drafting (a batch's drafts cost forwards of their own), a token pays only if making it
+    and verifying it does."""
+    cost = StepCost(base=0.010, per_row=0.002)
+    assert plan_drafts([4], [0.9], cost) == [4]
+    assert plan_drafts([4], [0.9], cost, draft_cost=StepCost(base=0.0, per_row=0.008)) == [1]
+
+
+def test_acceptance_reads_each_draft_position_apart():
+    """Rejections in bursts (all at the first token, or none): past the first position, drafts pass far
+    more often than alpha says, and the chances say so."""
+    acc = Acceptance()
+    for _ in range(20):
+        acc.update(4, 4)
+    for _ in range(10):
+        acc.update(4, 0)
+    chances = acc.chances(4)
+    assert chances[0] < acc.alpha < chances[1] / chances[0]
+    assert chances == sorted(chances, reverse=True) and Acceptance().chances(2) == [0.5, 0.25]
 
 
 def test_position_acceptance_and_match_keys():

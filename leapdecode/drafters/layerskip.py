@@ -9,13 +9,14 @@ overwrites before anything reads them, so the cache needs no copy and no rollbac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from leapdecode.drafters.skip_layers import SkipLayers
 from leapdecode.errors import InvalidRequest
+from leapdecode.models.base import Segment
 from leapdecode.types import Draft, SeqView
 
 
@@ -24,7 +25,8 @@ class LayeredLM(Protocol):
 
     num_layers: int
 
-    def forward(self, tokens: Tensor, start: int, cache: Any, *, layers: Sequence[int] | None = None) -> Tensor: ...
+    def forward_packed(self, segments: Sequence[Segment], logits: bool = True,
+                       layers: Sequence[int] | None = None) -> Tensor: ...
 
 
 class LayerSkipDrafter:
@@ -44,30 +46,48 @@ class LayerSkipDrafter:
         self.network, self.skip, self.threshold, self.max_draft = network, skip, threshold, max_draft
         self.kept = skip.kept
 
-    def propose(self, ctx: SeqView, k: int) -> Draft:
-        cache = ctx.cache
-        if cache is None:  # outside an engine there is no cache to draft over
-            return Draft.empty()
-        start = cache.length
-        k = min(k, cache.max_len - start, self.max_draft or k)  # the n-th forward writes slot start + n, n < k
-        token, out = ctx.tokens[-1], []
-        try:
-            for n in range(k):
-                token, sure = self._next(token, start + n, cache)
-                if not sure:
-                    break
-                out.append(token)
-        finally:
-            cache.rollback(start)  # the forward never moves it; say so for any cache that might
-        return Draft(tokens=torch.tensor(out, dtype=torch.long))
+    @property
+    def batch_key(self) -> tuple[int, tuple[int, ...], float, int | None]:
+        """Drafters with equal keys draft the same way, so one of them can draft for all (propose_many)."""
+        return id(self.network), self.kept, self.threshold, self.max_draft
 
-    def _next(self, token: int, slot: int, cache: Any) -> tuple[int, bool]:
-        """Feed one token through the kept layers at `slot`: the argmax that follows, and whether its
-        probability reaches the threshold (one host sync per drafted token)."""
-        logits = self.network.forward(torch.tensor([[token]]), slot, cache, layers=self.kept)[0, -1]  # [V]
-        top = logits.max()
-        best, p_best = torch.stack([logits.argmax().float(), 1.0 / (logits - top).exp().sum()]).tolist()
-        return int(best), p_best >= self.threshold
+    def propose(self, ctx: SeqView, k: int) -> Draft:
+        return self.propose_many([ctx], [k])[0]
+
+    def propose_many(self, views: Sequence[SeqView], ks: Sequence[int]) -> list[Draft]:
+        """A chain for each sequence (up to ks[i] tokens), every sequence's n-th draft token from one packed
+        forward: in a batch the kept layers' weights are read once per draft depth, not once per request."""
+        caches = [v.cache for v in views]
+        if any(c is None for c in caches):  # outside an engine there is no cache to draft over
+            return [Draft.empty() for _ in views]
+        starts = [c.length for c in caches]
+        # The n-th forward writes slot start + n, n < k.
+        ks = [min(k, c.max_len - s, self.max_draft or k) for k, c, s in zip(ks, caches, starts)]
+        tokens, out = [v.tokens[-1] for v in views], [[] for _ in views]
+        live, depth = [i for i, k in enumerate(ks) if k > 0], 0
+        try:
+            while live:
+                segments = [Segment(torch.tensor([tokens[i]]), starts[i] + depth, caches[i]) for i in live]
+                still = []
+                for i, token, sure in zip(live, *self._next(segments)):
+                    if sure:
+                        out[i].append(token)
+                        tokens[i] = token
+                        if len(out[i]) < ks[i]:
+                            still.append(i)
+                live, depth = still, depth + 1
+        finally:
+            for c, s in zip(caches, starts):
+                c.rollback(s)  # the forward never moves it; say so for any cache that might
+        return [Draft(tokens=torch.tensor(o, dtype=torch.long)) for o in out]
+
+    def _next(self, segments: list[Segment]) -> tuple[list[int], list[bool]]:
+        """Feed each segment's one token through the kept layers: the argmax that follows each, and whether
+        its probability reaches the threshold (one host sync per draft depth)."""
+        logits = self.network.forward_packed(segments, layers=self.kept)  # [B, V]
+        top = logits.max(dim=-1, keepdim=True).values
+        best, p_best = torch.stack([logits.argmax(dim=-1).float(), 1.0 / (logits - top).exp().sum(dim=-1)]).tolist()
+        return [int(b) for b in best], [p >= self.threshold for p in p_best]
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
         pass  # stateless: the cache and the tokens carry everything
