@@ -7,7 +7,8 @@ whole steps (propose to settle) with speculation on and with it off, keeps the w
 per second, and looks at the other way for a few steps now and then, since load and text change what pays.
 Each new batch size tries plain steps first, then speculative ones, and stops a speculative trial that is
 hopeless after two steps; sizes already judged tell the ones beyond them (speculation that lost at a
-smaller batch is not tried at a larger one). Either way the output is the same: off only means the step
+smaller batch is not tried at a larger one). A look is cut short the same way, and each look that finds
+the verdict standing puts the next one twice as far off. Either way the output is the same: off only means the step
 verifies no draft.
 """
 
@@ -67,18 +68,21 @@ class _Bucket:
     look: _Look | None = None
 
 
+def _far_behind(rate: _Rate, other: _Rate) -> bool:
+    """A few steps of one way already far slower than the other: the rule that cuts a trial or a look short.
+    A costly drafter (a model drafting for each of many requests) can take several plain steps' time per
+    step, so running the full trial or look would cost more than the answer is worth."""
+    return rate.seen >= EARLY_STEPS and rate.value < HOPELESS * other.value
+
+
 def _hopeless(b: _Bucket) -> bool:
-    """A trial of speculation cut short: a few steps already far slower than plain ones. A costly drafter
-    (a model drafting for each of many requests) can take several plain steps' time per step, so a full
-    trial would cost more than the answer is worth."""
-    return b.on.seen >= EARLY_STEPS and b.off.seen >= TRY_STEPS and b.on.value < HOPELESS * b.off.value
+    """A trial of speculation cut short, once plain steps have set the bar."""
+    return b.off.seen >= TRY_STEPS and _far_behind(b.on, b.off)
 
 
-def _look_hopeless(b: _Bucket, look: _Look) -> bool:
-    """A look cut short: its first steps far slower than the winning way. Looking costs what the losing way
-    loses, and a look at costly speculation in a big batch would cost several plain steps a step."""
-    winning = b.on if look.verdict else b.off
-    return look.rate.seen >= EARLY_STEPS and look.rate.value < HOPELESS * winning.value
+def _judged(b: _Bucket) -> bool:
+    """Both ways tried at this batch size (speculation perhaps cut short): its rates can be compared."""
+    return b.off.seen >= TRY_STEPS and (b.on.seen >= TRY_STEPS or _hopeless(b))
 
 
 def _end_look(b: _Bucket, winner: bool) -> None:
@@ -101,14 +105,13 @@ class SpeculationGate:
             return False
         if b.on.seen < TRY_STEPS and told is not False and not _hopeless(b):
             return True
-        tried = b.off.seen >= TRY_STEPS and (b.on.seen >= TRY_STEPS or _hopeless(b))
-        winner = b.on.value >= b.off.value if tried or told is None else told
+        winner = b.on.value >= b.off.value if _judged(b) or told is None else told
         if b.look is None:
             b.steps += 1
             if b.steps >= b.every:
                 b.look = _Look(way=not winner, verdict=winner)
         if b.look is not None:
-            if b.look.left and not _look_hopeless(b, b.look):
+            if b.look.left and not _far_behind(b.look.rate, b.on if b.look.verdict else b.off):
                 b.look.left -= 1
                 return b.look.way
             _end_look(b, winner)
@@ -118,8 +121,7 @@ class SpeculationGate:
         """What the batch sizes already judged say of this one: speculation that lost at a smaller batch
         loses at this one too, and speculation that won at a larger batch wins here too (rows and drafts
         only grow dearer with the batch). None: they say nothing, so try both ways."""
-        judged = {n: b.on.value >= b.off.value for n, b in self._buckets.items()
-                  if b.off.seen >= TRY_STEPS and (b.on.seen >= TRY_STEPS or _hopeless(b)) and n != batch}
+        judged = {n: b.on.value >= b.off.value for n, b in self._buckets.items() if _judged(b) and n != batch}
         if any(not on for n, on in judged.items() if n < batch):
             return False
         if any(on for n, on in judged.items() if n > batch):
