@@ -70,19 +70,21 @@ class Engine:
 
     def draft_k(self, budget: int) -> int:
         """How many tokens the drafter may propose this step: the draft length, the budget, the cache's room."""
-        return min(self.draft_length.k, budget, self.cache.max_len - self.cache.length - 1)
+        return min(self.draft_length.k, budget, self._room())
 
     def took(self, draft: Draft, seconds: float) -> Draft:
         """A draft made for this sequence in `seconds` (propose's own, or its share of a batch's drafting),
         shaped to what the cache and the model can take."""
         self.stats.draft_seconds += seconds
-        room = self.cache.max_len - self.cache.length - 1
-        if not draft.is_tree:
-            return draft if draft.rows <= room + 1 else draft.without_extra()
-        if not self.model.token_trees:  # a drafter that trees without the tree option, on a model that cannot
-            raise InvalidRequest(TREES_REFUSED)
-        draft = draft.prefix(MAX_NODES)
-        return draft if draft.rows <= room + 1 else draft.without_extra()
+        if draft.is_tree:
+            if not self.model.token_trees:  # a drafter that trees without the tree option, on a model that cannot
+                raise InvalidRequest(TREES_REFUSED)
+            draft = draft.prefix(MAX_NODES)
+        return draft if draft.rows <= self._room() + 1 else draft.without_extra()
+
+    def _room(self) -> int:
+        """Draft tokens the cache can still take beside the pending token."""
+        return self.cache.max_len - self.cache.length - 1
 
     def fed(self, draft: Draft) -> Tensor:
         """What the target reads this step: the pending last token, the draft, its extra rows. [rows] int64"""
