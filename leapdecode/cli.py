@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: found by a short search, once per model)")
     _skip_dtype_argument(g)
     g.add_argument("--window", type=int, default=None,
-                   help="lookahead method: columns of the Jacobi window (default 4; wider finds more, costs rows)")
+                   help="lookahead method (with auto: adds a lookahead arm): columns of the Jacobi window "
+                        "(default 4; wider finds more, costs rows)")
     g.add_argument("--ngram", type=int, default=None,
                    help="lookahead method: n-gram size, the window's levels + 1 and the longest guess + 1 (default 4)")
     g.add_argument("--guesses", type=int, default=None,
@@ -247,8 +248,9 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _lookahead_options(args: argparse.Namespace) -> dict[str, Any]:
     given = {name: getattr(args, name) for name in LOOKAHEAD_OPTIONS if getattr(args, name) is not None}
-    if given and args.method != "lookahead":
-        raise LeapError(f"{', '.join('--' + n for n in given)}: only with --method lookahead")
+    if given and args.method not in ("lookahead", "auto"):
+        raise LeapError(f"{', '.join('--' + n for n in given)}: only with --method lookahead (or auto, "
+                        f"which then adds a lookahead arm)")
     return given
 
 

@@ -10,7 +10,7 @@ from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.draft_length import DraftLength
 from leapdecode.draft_planner import Acceptance, plan_drafts
 from leapdecode.drafters import make_drafter
-from leapdecode.drafters.auto import PLAIN, ArmDrafter, AutoDrafter
+from leapdecode.drafters.auto import PLAIN, ArmDrafter, AutoDrafter, _Proposal
 from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
@@ -205,6 +205,35 @@ def test_draft_model_arm_is_probed_and_lossless(llm, hf_model, prompt_ids, hf_gr
     assert res.stats.arms.get("draft", 0) >= 1
 
 
+def test_lookahead_arm_is_opt_in_lossless_and_fed(llm, hf_model, prompt_ids, hf_greedy):
+    """Its window's rows are paid on every step it runs, so auto runs it only when asked. When it drafts,
+    the target's predictions at its rows reach it (its window fills), and the output stays greedy."""
+    assert "lookahead" not in make_drafter("auto").arms
+    assert set(make_drafter("auto", window=3).arms) == {"suffix", "ngram", "lookahead"}
+    run = llm.stream(prompt_ids=prompt_ids[0], method="auto", arms="suffix,lookahead", max_new_tokens=64)
+    for _ in run.steps():
+        pass
+    res = run.result()
+    assert_greedy(hf_model, prompt_ids[0], hf_greedy[0], res.token_ids, "auto with a lookahead arm")
+    lookahead = run.engine.drafter.arms["lookahead"].drafter
+    assert res.stats.arms.get("lookahead", 0) >= 2 and lookahead._window.full
+
+
+def test_a_tree_proposal_is_scored_along_the_text():
+    """A tree is right as deep as the text follows one of its paths, as greedy verification would find."""
+    tree = Draft(tokens=torch.tensor([5, 7, 6]), parents=torch.tensor([-1, -1, 0]))  # 5 -> 6, and 7
+
+    def match(text: list[int]) -> tuple[int, bool, bool]:  # (right, rejected, settled)
+        return _Proposal.of("arm", 0, 2, tree).match([0, 0, *text])
+
+    assert match([5, 6, 9]) == (2, False, True)  # right to a leaf
+    assert match([7, 1]) == (1, False, True)  # the other branch, to its leaf
+    assert match([8]) == (0, True, True)  # no branch has it
+    assert match([5, 4]) == (1, True, True)
+    assert match([5]) == (1, False, False)  # right so far: it waits for more text
+    assert _Proposal.of("arm", 0, 2, Draft(tokens=torch.tensor([5, 6]))).match([0, 0, 5, 6]) == (2, False, True)
+
+
 def test_generate_and_serve_take_auto_and_its_arms_options():
     from leapdecode.cli import _generate_options, _parser
     from leapdecode.server import ServerConfig
@@ -212,5 +241,6 @@ def test_generate_and_serve_take_auto_and_its_arms_options():
     args = _parser().parse_args(["generate", "hi", "--method", "auto", "--draft-model", "m", "--skip-layers", "3"])
     options = _generate_options(args)
     assert (options["method"], options["draft_model"], options["skip_layers"]) == ("auto", "m", "3")
+    assert _generate_options(_parser().parse_args(["generate", "hi", "--method", "auto", "--window", "3"]))["window"] == 3
     assert _parser().parse_args(["serve", "--method", "auto"]).method == "auto"
     assert ServerConfig(method="auto").method == "auto"

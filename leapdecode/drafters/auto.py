@@ -10,8 +10,11 @@ no draft pays for its rows: that is how it backs off.
 Cheap (model-free) arms propose every step, which also keeps their indexes current, and every proposal is
 scored against the text the target then commits, whether it was verified or not: their estimates are
 always fresh and cost nothing to learn. Costly arms (a draft model) run only when chosen, or as a probe
-after a gap that doubles each time the probe does not win. Auto only chooses drafts, and its arms draft
-deterministically, so output is exactly what plain decoding gives (for a seed, the same text).
+after a gap that doubles each time the probe does not win. An arm may draft a token tree (Lookahead's pool
+candidates, with its window as extra rows, which every step it runs pays for): its proposal is scored as
+deep as the text follows one of its paths, and the arm that drafted sees the target's predictions at its
+rows. Auto only chooses drafts, and its arms draft deterministically, so output is exactly what plain
+decoding gives (for a seed, the same text).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
 from leapdecode.errors import InvalidRequest
 from leapdecode.step_cost import StepCost
+from leapdecode.tree import TokenTree
 from leapdecode.types import Draft, SeqView
 
 PLAIN = "none"  # the arm that drafts nothing
@@ -44,6 +48,11 @@ class ArmDrafter:
     drafter: Drafter
     cheap: bool  # proposing costs next to nothing: done every step and scored for free
 
+    @property
+    def extra_rows(self) -> int:
+        """Rows its drafts add to a forward besides their tokens (Lookahead's window): paid, never accepted."""
+        return int(getattr(self.drafter, "extra_rows", 0))
+
 
 @dataclass(slots=True)
 class _Proposal:
@@ -51,9 +60,32 @@ class _Proposal:
 
     arm: str
     key: int
-    start: int  # committed tokens when proposed: draft token i guessed the token at start + i
+    start: int  # committed tokens when proposed: draft token i (a tree: at depth i) guessed the token at start + i
     tokens: list[int]
+    kids: list[dict[int, int]] | None = None  # a tree's children by token, per row (row 0: the root); None: a chain
     checked: int = 0  # leading tokens already found right
+
+    @staticmethod
+    def of(arm: str, key: int, start: int, draft: Draft) -> _Proposal:
+        tokens = draft.tokens.tolist()
+        kids = TokenTree.of(draft.parents).children(tokens) if draft.is_tree else None
+        return _Proposal(arm, key, start, tokens, kids)
+
+    def match(self, text: list[int]) -> tuple[int, bool, bool]:
+        """Against the committed text: (leading tokens right, whether the text then parts from every guess,
+        whether the proposal is settled: wrong, or right to its end)."""
+        if self.kids is None:
+            end = min(len(self.tokens), len(text) - self.start)
+            i = self.checked
+            while i < end and self.tokens[i] == text[self.start + i]:
+                i += 1
+            return i, i < end, i < end or i == len(self.tokens)
+        row, depth = 0, 0  # walk the tree along the text, as greedy verification does
+        while self.start + depth < len(text) and (node := self.kids[row].get(text[self.start + depth])) is not None:
+            row, depth = node + 1, depth + 1
+        leaf = not self.kids[row]
+        rejected = self.start + depth < len(text) and not leaf
+        return depth, rejected, rejected or leaf
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +118,12 @@ class AutoDrafter:
         self._timed = False  # the last step was proposed and committed: its overhead can be read off the clock
         self._accounted = 0.0  # seconds of the last step that were the forward or a costly propose
         self._costs = (1.0, 0.0)  # this step's (plain step seconds, seconds per draft token): AutoMemory.step_costs
+        self._drafted_by: ArmDrafter | None = None  # the arm whose draft this step verifies, until commit
         self._readers = [a.drafter for a in arms if hasattr(a.drafter, "see_features")]
         if self._readers:  # only then: the engine asks the target for its features where a drafter has this
             self.see_features = self._see_features
+        if any(hasattr(a.drafter, "observe") for a in arms):  # likewise: observing costs a host sync a step
+            self.observe = self._observe
 
     def _see_features(self, ctx: SeqView, start: int, feats: torch.Tensor) -> None:
         """Every arm that reads the target's features sees all of them, whichever arm drafted."""
@@ -98,21 +133,28 @@ class AutoDrafter:
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._clock_overhead()
         self._costs = self.memory.step_costs()
-        made = {a.name: self._run(a, ctx, k) for a in self.arms.values() if a.cheap}  # arm -> (key, tokens)
+        made = {a.name: self._run(a, ctx, k) for a in self.arms.values() if a.cheap}  # arm -> (key, draft)
         choice = self._probe(self._best(made, k), made, k)
         costly = 0.0
         if choice.arm in self.gaps:
             start = time.perf_counter()
             made[choice.arm] = self._run(self.arms[choice.arm], ctx, self._asked(choice, k))
             costly = time.perf_counter() - start
-        self.pending += [_Proposal(arm, key, len(ctx.tokens), toks) for arm, (key, toks) in made.items() if toks]
-        tokens = made[choice.arm][1][: choice.n] if choice.arm in made else []
-        self._note_choice(choice, len(tokens))
-        self._accounted, self._rows, self._proposed = costly, len(tokens) + 1, time.perf_counter()
-        if not tokens:
+        self.pending += [_Proposal.of(arm, key, len(ctx.tokens), d) for arm, (key, d) in made.items() if len(d)]
+        draft = made[choice.arm][1].prefix(choice.n) if choice.arm in made else Draft.empty()
+        self._note_choice(choice, draft.rows - 1)
+        self._accounted, self._rows, self._proposed = costly, draft.rows, time.perf_counter()
+        self._drafted_by = self.arms[choice.arm] if draft.rows > 1 else None
+        if draft.rows == 1:  # nothing to verify (Lookahead's window rows alone are worth feeding: they learn)
             return Draft.empty(arm=PLAIN)
-        chances = tuple(choice.chances[: len(tokens)])
-        return Draft(tokens=torch.tensor(tokens, dtype=torch.long), arm=choice.arm, chances=chances)  # [n]
+        # a tree's chances are by depth, not by node: the planner must not read them per node
+        return replace(draft, arm=choice.arm, chances=None if draft.is_tree else tuple(choice.chances[: len(draft)]))
+
+    def _observe(self, ctx: SeqView, draft: Draft, predicted: list[int]) -> None:
+        """The arm that drafted sees what the target predicted at its rows (Lookahead advances its window)."""
+        arm = self._drafted_by
+        if arm is not None and hasattr(arm.drafter, "observe"):
+            arm.drafter.observe(ctx, draft, predicted)  # type: ignore[attr-defined]
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
         # A step the engine took without asking for a draft (a batch not speculating, no room left) is not
@@ -123,16 +165,19 @@ class AutoDrafter:
             self.memory.step.observe(self._rows, forward)
             self._accounted += forward
             self._proposed = None
+        if self._drafted_by is not None:  # only it had a draft verified; the others ingest text on propose
+            self._drafted_by.drafter.commit(ctx, accepted)
+            self._drafted_by = None
         self._score(ctx.tokens)
 
     # --- choosing -------------------------------------------------------------------------------------
 
-    def _best(self, cheap: dict[str, tuple[int, list[int]]], k: int) -> _Choice:
+    def _best(self, cheap: dict[str, tuple[int, Draft]], k: int) -> _Choice:
         """The best expected tokens per second over plain decoding, each cheap arm's proposal as made, and
         each costly arm at its best length (proposing is paid for only if it is chosen)."""
         best = _Choice(PLAIN, 0, 1.0 / self._seconds(0, None), [])
-        for name, (key, toks) in cheap.items():
-            best = max(best, self._length(name, key, len(toks), None), key=lambda c: c.rate)
+        for name, (key, draft) in cheap.items():
+            best = max(best, self._length(name, key, len(draft), None), key=lambda c: c.rate)
         for name in self.gaps:
             best = max(best, self._length(name, 0, k, self.memory.propose_cost(name)), key=lambda c: c.rate)
         return best
@@ -140,22 +185,26 @@ class AutoDrafter:
     def _length(self, arm: str, key: int, limit: int, propose: StepCost | None) -> _Choice:
         """The arm's best draft length up to limit: stop where the next token no longer pays its row. Chances
         only fall, so once a token does not raise the rate no later one does (its chance is below
-        per_row * rate, and the rate only drops)."""
+        per_row * rate, and the rate only drops). An arm whose drafts bring extra rows pays them on every
+        length. A tree's nodes are priced as a chain's tokens, by depth: a stand-in, since the tree's shape
+        is not known before it is drafted."""
         chances: list[float] = []
+        extra = self.arms[arm].extra_rows
         best, expected = _Choice(arm, 0, 0.0, chances), 1.0
         for chance in self._chances(arm, key, limit):
             chances.append(chance)
             expected += chance
-            rate = expected / self._seconds(len(chances), propose)
+            rate = expected / self._seconds(len(chances) + extra, propose, len(chances))
             if rate <= best.rate:
                 break
             best = _Choice(arm, len(chances), rate, chances)
         return best
 
-    def _seconds(self, n: int, propose: StepCost | None) -> float:
-        """Expected seconds of a step verifying n draft tokens from an arm that costs `propose` to run."""
+    def _seconds(self, rows: int, propose: StepCost | None, drafted: int = 0) -> float:
+        """Expected seconds of a step verifying `rows` rows besides the pending token, drafted by an arm
+        that costs `propose` to make `drafted` tokens."""
         plain, per_row = self._costs
-        return plain + per_row * n + (propose.seconds(n) if propose is not None else 0.0)
+        return plain + per_row * rows + (propose.seconds(drafted) if propose is not None else 0.0)
 
     def _chances(self, arm: str, key: int, limit: int) -> Iterator[float]:
         """Up to limit: the chance that draft tokens 0..i are all accepted, a product of per-position
@@ -170,7 +219,7 @@ class AutoDrafter:
             chance *= _shrink(own.counts(key, i), *earlier)[0]
             yield chance
 
-    def _probe(self, best: _Choice, cheap: dict[str, tuple[int, list[int]]], k: int) -> _Choice:
+    def _probe(self, best: _Choice, cheap: dict[str, tuple[int, Draft]], k: int) -> _Choice:
         """Cheap exploration. A costly arm is learned only by running it: rerun it after a gap that doubles
         while it keeps losing. Cheap arms are scored for free, but a row's cost is learned only by verifying
         one: after a long plain stretch, with few multi-row forwards left to fit the cost to, verify one
@@ -182,7 +231,7 @@ class AutoDrafter:
             return replace(probe, n=max(probe.n, 1), probe=True)
         if best.n or self.since_rows < ROW_PROBE_EVERY or self.memory.rows_measured() >= ROWS_KNOWN:
             return best
-        offers = [self._length(name, key, len(toks), None) for name, (key, toks) in cheap.items() if toks]
+        offers = [self._length(name, key, len(d), None) for name, (key, d) in cheap.items() if len(d)]
         likeliest = max(offers, key=lambda c: c.chances[0], default=None)
         if likeliest is None or likeliest.chances[0] <= ROW_SHARE[0]:
             return best
@@ -202,15 +251,15 @@ class AutoDrafter:
 
     # --- measuring ------------------------------------------------------------------------------------
 
-    def _run(self, arm: ArmDrafter, ctx: SeqView, k: int) -> tuple[int, list[int]]:
-        """Propose from one arm: (key its estimates are kept under, tokens). A drafter may expose match_len,
-        the length of the match its draft copies: how far to trust it depends on that most."""
+    def _run(self, arm: ArmDrafter, ctx: SeqView, k: int) -> tuple[int, Draft]:
+        """Propose from one arm: (key its estimates are kept under, its draft). A drafter may expose
+        match_len, the length of the match its draft copies: how far to trust it depends on that most."""
         start = time.perf_counter()
-        tokens = arm.drafter.propose(ctx, k).tokens.tolist()
+        draft = arm.drafter.propose(ctx, k)
         if not arm.cheap:  # keyed 0 like the estimate it was chosen by
-            self.memory.propose_cost(arm.name).observe(len(tokens), time.perf_counter() - start)
-            return 0, tokens
-        return (match_key(getattr(arm.drafter, "match_len", 0)) if tokens else 0), tokens
+            self.memory.propose_cost(arm.name).observe(len(draft), time.perf_counter() - start)
+            return 0, draft
+        return (match_key(getattr(arm.drafter, "match_len", 0)) if len(draft) else 0), draft
 
     def _clock_overhead(self) -> None:
         """The last step's time outside its forward and costly propose: the loop's overhead, paid whatever
@@ -226,16 +275,12 @@ class AutoDrafter:
         first wrong one when it shows. A proposal leaves once wrong or right to its end."""
         waiting = []
         for p in self.pending:
-            end = min(len(p.tokens), len(tokens) - p.start)
-            if end < p.checked:  # the text is shorter than what was checked: another sequence now
+            if len(tokens) - p.start < p.checked:  # the text is shorter than what was checked: another sequence now
                 continue
-            i = p.checked
-            while i < end and p.tokens[i] == tokens[p.start + i]:
-                i += 1
-            rejected = i < end
-            self._record(p, i, rejected)
-            p.checked = i
-            if not rejected and i < len(p.tokens):
+            right, rejected, settled = p.match(tokens)
+            self._record(p, right, rejected)
+            p.checked = right
+            if not settled:
                 waiting.append(p)
         self.pending = waiting
 

@@ -20,6 +20,7 @@ class Arm:
     takes: tuple[str, ...] = ()  # auto's own options passed on to the method when the request gives them
     needs: tuple[str, ...] = ()  # of which these must be given, else the arm is left out
     name: str = ""  # what stats and `arms=` call it; the method's name by default
+    opt_in: bool = False  # left out unless `arms=` names it or the request gives one of the options it takes
 
     @property
     def label(self) -> str:
@@ -32,6 +33,9 @@ ARMS: tuple[Arm, ...] = (
     Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
     Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers",)),
     Arm("eagle", takes=("head",), needs=("head",)),  # head None (Python): the model's own trained head
+    # Its window's rows cost compute on every step it runs: worth it where a forward's rows come nearly free
+    # (a GPU), rarely on a CPU, so auto runs it only when asked to.
+    Arm("lookahead", takes=("window", "ngram", "guesses"), opt_in=True),
 )
 AUTO_OPTIONS = tuple(sorted({o for arm in ARMS for o in arm.takes}))  # ("draft_model", ...)
 
@@ -48,6 +52,8 @@ def build_arms(make: Callable[..., Drafter], given: Mapping[str, Any], resources
     arms = [a for a in ARMS if all(o in given for o in a.needs)]
     if only is not None:
         arms = _named(arms, only)
+    else:
+        arms = [a for a in arms if not a.opt_in or any(o in given for o in a.takes)]
     drafting = dict(resources) | {"params": SamplingParams()}
     return [ArmDrafter(a.label, make(a.method, drafting, **dict(a.options), **_taken(a, given)), a.cheap)
             for a in arms]

@@ -45,6 +45,11 @@ class LookaheadDrafter:
         self._branches: list[tuple[int, ...]] = []  # the candidates of the last proposal, full length
         self.accepted_from_window = 0  # accepted draft tokens of n-grams the window found before the text had them
 
+    @property
+    def extra_rows(self) -> int:
+        """Rows the window adds to a forward beside the draft (at most: fewer while it fills up)."""
+        return LookaheadWindow.max_rows(self.width, self.ngram - 1)
+
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._ingest(ctx)
         if k <= 0:
