@@ -120,8 +120,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 
 def _skip_dtype_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-dtype", default=None, choices=DTYPE_CHOICES,
-                   help="layerskip method: the draft pass reads the target's own weights at this precision (int4: "
-                        "a GGUF target's weights as stored; default: the target's own precision)")
+                   help="layerskip method (or auto, as one of its arms): the draft pass reads the target's own "
+                        "weights at this precision (int4: a GGUF target's weights as stored; default: the target's "
+                        "own precision)")
 
 
 def _draft_dtype_argument(p: argparse.ArgumentParser) -> None:
@@ -234,8 +235,8 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
             raise LeapError("--skip-layers goes with --method layerskip (or auto, as one of its arms)")
         options["skip_layers"] = args.skip_layers
     if args.skip_dtype:
-        if args.method != "layerskip":
-            raise LeapError("--skip-dtype goes with --method layerskip")
+        if args.method not in ("layerskip", "auto"):
+            raise LeapError("--skip-dtype goes with --method layerskip (or auto, as one of its arms)")
         options["skip_dtype"] = args.skip_dtype
     if args.tree is not None:
         options["tree"] = _tree_width(args.method, args.tree)

@@ -11,6 +11,8 @@ from leapdecode.draft_length import DraftLength
 from leapdecode.draft_planner import Acceptance, plan_drafts
 from leapdecode.drafters import make_drafter
 from leapdecode.drafters.auto import PLAIN, ArmDrafter, AutoDrafter, _Proposal
+from leapdecode.drafters.auto_arms import build_arms
+from leapdecode.drafters.base import NoDrafter
 from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
@@ -217,6 +219,20 @@ def test_lookahead_arm_is_opt_in_lossless_and_fed(llm, hf_model, prompt_ids, hf_
     assert_greedy(hf_model, prompt_ids[0], hf_greedy[0], res.token_ids, "auto with a lookahead arm")
     lookahead = run.engine.drafter.arms["lookahead"].drafter
     assert res.stats.arms.get("lookahead", 0) >= 2 and lookahead._window.full
+
+
+def test_layerskip_arm_comes_with_a_set_or_a_precision_and_is_lossless(llm, hf_model, prompt_ids, hf_greedy):
+    """A skip set or a cheaper precision (the search then finds the set) makes layerskip an arm; at int4
+    with every layer kept it is the arm auto should lean on, and the output stays greedy."""
+    def names(**given):
+        return [a.name for a in build_arms(lambda method, resources, **options: NoDrafter(), given, {})]
+
+    assert "layerskip" in names(skip_dtype="int4") and "layerskip" in names(skip_layers="3")
+    assert "layerskip" not in names()
+    ids, ref = prompt_ids[1], hf_greedy[1]
+    res = llm.generate(prompt_ids=ids, method="auto", skip_layers="none", skip_dtype="int4", max_new_tokens=48)
+    assert_greedy(hf_model, ids, ref, res.token_ids, "auto with an int4 layerskip arm")
+    assert res.stats.arms.get("layerskip", 0) >= 1 and res.stats.accepted > 0
 
 
 def test_a_tree_proposal_is_scored_along_the_text():

@@ -89,8 +89,8 @@ class BenchConfig:
             raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
         if self.skip_layers and not {"layerskip", "auto"} & set(self.methods):
             raise LeapError("--skip-layers goes with the layerskip method (or auto, as one of its arms)")
-        if self.skip_dtype and "layerskip" not in self.methods:
-            raise LeapError("--skip-dtype goes with the layerskip method")
+        if self.skip_dtype and not {"layerskip", "auto"} & set(self.methods):
+            raise LeapError("--skip-dtype goes with the layerskip method (or auto, as one of its arms)")
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 

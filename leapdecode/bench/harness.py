@@ -73,7 +73,7 @@ def drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
     draft = {"draft_model": cfg.draft_model, "draft_dtype": cfg.draft_dtype} if cfg.draft_model else {}
     skip = {"skip_layers": cfg.skip_layers} if cfg.skip_layers else {}
     own = {"skip_dtype": cfg.skip_dtype} if cfg.skip_dtype else {}
-    options = {"draft": draft, "layerskip": skip | own, "auto": draft | skip}
+    options = {"draft": draft, "layerskip": skip | own, "auto": draft | skip | own}
     for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):
         options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
     return options

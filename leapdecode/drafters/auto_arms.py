@@ -18,7 +18,7 @@ class Arm:
     cheap: bool = False  # model-free: auto proposes it every step and scores it for free
     options: Mapping[str, Any] = field(default_factory=dict)  # fixed options of the method
     takes: tuple[str, ...] = ()  # auto's own options passed on to the method when the request gives them
-    needs: tuple[str, ...] = ()  # of which these must be given, else the arm is left out
+    needs: tuple[str, ...] = ()  # of which one must be given, else the arm is left out
     name: str = ""  # what stats and `arms=` call it; the method's name by default
     opt_in: bool = False  # left out unless `arms=` names it or the request gives one of the options it takes
 
@@ -31,7 +31,8 @@ ARMS: tuple[Arm, ...] = (
     Arm("suffix", cheap=True),
     Arm("ngram", cheap=True),
     Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
-    Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers",)),
+    # a set given, or a cheaper precision to draft at (the search then finds the set, once per model)
+    Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers", "skip_dtype")),
     Arm("eagle", takes=("head",), needs=("head",)),  # head None (Python): the model's own trained head
     # Its window's rows cost compute on every step it runs: worth it where a forward's rows come nearly free
     # (a GPU), rarely on a CPU, so auto runs it only when asked to.
@@ -49,7 +50,7 @@ def build_arms(make: Callable[..., Drafter], given: Mapping[str, Any], resources
     unknown = sorted(set(given) - set(AUTO_OPTIONS))
     if unknown:
         raise InvalidRequest(f"auto takes the options arms, {', '.join(AUTO_OPTIONS)}; not {', '.join(unknown)}")
-    arms = [a for a in ARMS if all(o in given for o in a.needs)]
+    arms = [a for a in ARMS if not a.needs or any(o in given for o in a.needs)]
     if only is not None:
         arms = _named(arms, only)
     else:
@@ -67,7 +68,7 @@ def _named(arms: list[Arm], only: str | Sequence[str]) -> list[Arm]:
     if missing or not names:
         known = ", ".join([PLAIN, *available])
         raise InvalidRequest(f"auto arms {','.join(names)!r}: choose from {known} (draft needs draft_model, "
-                             f"layerskip skip_layers, eagle a trained head)")
+                             f"layerskip skip_layers or skip_dtype, eagle a trained head)")
     return [available[n] for n in names if n != PLAIN]
 
 

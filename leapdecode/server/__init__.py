@@ -57,7 +57,7 @@ def build_app(config: ServerConfig):
     skip = {k: v for k, v in (("skip_layers", config.skip_layers), ("skip_dtype", config.skip_dtype)) if v}
     if skip or config.method == "layerskip":
         method_options["layerskip"] = skip
-        if config.skip_layers:  # auto's layerskip arm needs a set given
+        if skip:  # auto's layerskip arm needs a set or a precision given
             method_options["auto"] = method_options.get("auto", {}) | skip
         # load the drafting weights and run (or read) the skip search now, not in the first request
         llm.generate(prompt_ids=llm.encode("Hello"), method="layerskip", max_new_tokens=2, **skip)
