@@ -22,7 +22,7 @@ class ServerConfig:
     draft_dtype: str = "auto"  # the draft's own precision (models/draft_models.py)
     tree: int = 0  # token trees of this many branches for every method that can tree; 0: chains
     skip_layers: str | None = None  # method "layerskip" (and auto's layerskip arm): the layers it skips
-    skip_dtype: str | None = None  # method "layerskip": the precision its draft reads the weights at (e.g. int4)
+    skip_dtype: str | None = None  # method "layerskip" (and auto's layerskip arm): the precision its draft reads the weights at (e.g. int4)
 
     def __post_init__(self) -> None:
         from leapdecode.drafters import DRAFTER_METHODS
