@@ -53,10 +53,14 @@ class _Rate:
 class _Look:
     """A few steps the losing way, to see whether it still loses."""
 
-    way: bool  # the way looked at (speculation on or off)
-    verdict: bool  # the way that was winning when the look began
+    verdict: bool  # the way that was winning when the look began (speculation on or off)
     left: int = TRY_STEPS
     rate: _Rate = field(default_factory=_Rate)  # the look's own steps
+
+    @property
+    def way(self) -> bool:
+        """The way looked at: the one that was losing."""
+        return not self.verdict
 
 
 @dataclass(slots=True)
@@ -109,7 +113,7 @@ class SpeculationGate:
         if b.look is None:
             b.steps += 1
             if b.steps >= b.every:
-                b.look = _Look(way=not winner, verdict=winner)
+                b.look = _Look(verdict=winner)
         if b.look is not None:
             if b.look.left and not _far_behind(b.look.rate, b.on if b.look.verdict else b.off):
                 b.look.left -= 1
