@@ -230,21 +230,21 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.method != "suffix":
             raise LeapError("--corpus goes with --method suffix")
         options["corpus_path"] = args.corpus
-    if args.skip_layers:
-        if args.method not in ("layerskip", "auto"):
-            raise LeapError("--skip-layers goes with --method layerskip (or auto, as one of its arms)")
-        options["skip_layers"] = args.skip_layers
-    if args.skip_dtype:
-        if args.method not in ("layerskip", "auto"):
-            raise LeapError("--skip-dtype goes with --method layerskip (or auto, as one of its arms)")
-        options["skip_dtype"] = args.skip_dtype
+    options |= _arm_option(args, "skip_layers", "layerskip") | _arm_option(args, "skip_dtype", "layerskip")
     if args.tree is not None:
         options["tree"] = _tree_width(args.method, args.tree)
-    if args.head:
-        if args.method not in ("eagle", "auto"):
-            raise LeapError("--head goes with --method eagle (or auto, as one of its arms)")
-        options["head"] = args.head
+    options |= _arm_option(args, "head", "eagle")
     return options | _draft_model_options(args) | _lookahead_options(args)
+
+
+def _arm_option(args: argparse.Namespace, name: str, method: str) -> dict[str, Any]:
+    """The option `name` where given: for `method`, or for auto, where it makes or shapes that method's arm."""
+    value = getattr(args, name)
+    if not value:
+        return {}
+    if args.method not in (method, "auto"):
+        raise LeapError(f"--{name.replace('_', '-')} goes with --method {method} (or auto, as one of its arms)")
+    return {name: value}
 
 
 def _lookahead_options(args: argparse.Namespace) -> dict[str, Any]:
