@@ -11,8 +11,12 @@ from leapdecode.errors import LeapError
 from leapdecode.models.precision import DTYPE_CHOICES
 
 HF_METHODS = ("hf", "hf-pld", "hf-assist")  # transformers generate(): plain greedy, prompt lookup, assistant model
-DRAFT_MODEL_METHODS = ("draft", "hf-assist")  # the methods that run a second, smaller model: --draft-model
+# the methods that run a second, smaller model: --draft-model
+DRAFT_MODEL_METHODS = ("draft", "hf-assist", "llamacpp-draft")
 LLAMACPP_METHODS = ("llamacpp", "llamacpp-pld")  # llama-cpp-python on the GGUF: the same two (optional extra)
+# llama.cpp's own llama-server (scripts/build-llamacpp): plain greedy, draft-model speculation, n-gram cache lookup
+LLAMA_SERVER_METHODS = ("llamacpp-server", "llamacpp-draft", "llamacpp-lookup")
+OUTSIDE_METHODS = HF_METHODS + LLAMACPP_METHODS + LLAMA_SERVER_METHODS  # each runs in a process of its own
 DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
 TREE_VARIANT = ":tree"  # "suffix:tree": that method drafting token trees of --tree branches
 DEFAULT_TREE = 3  # branches of a :tree variant when --tree is not given
@@ -69,9 +73,11 @@ class BenchConfig:
     skip_layers: str | None = None  # layerskip: the layers to skip ("3,5,7-12"); None: its cached search
     skip_dtype: str | None = None  # layerskip: the precision its draft pass reads the target's weights at
     tree: int | None = None  # branches of the :tree variants; None: DEFAULT_TREE
+    llamacpp_draft_max: int | None = None  # llamacpp-draft: llama.cpp's --spec-draft-n-max; None: its default
+    llamacpp_draft_min: int | None = None  # llamacpp-draft: --spec-draft-n-min; None: its default
 
     def __post_init__(self) -> None:
-        known = HF_METHODS + LLAMACPP_METHODS + engine_methods() + tree_variants()
+        known = OUTSIDE_METHODS + engine_methods() + tree_variants()
         unknown = [m for m in self.methods if m not in known]
         if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
             raise LeapError(f"methods {','.join(self.methods)!r}: choose distinct ones from {','.join(known)}")
@@ -91,8 +97,16 @@ class BenchConfig:
             raise LeapError("--skip-layers goes with the layerskip method (or auto, as one of its arms)")
         if self.skip_dtype and not {"layerskip", "auto"} & set(self.methods):
             raise LeapError("--skip-dtype goes with the layerskip method (or auto, as one of its arms)")
+        self._check_llamacpp_draft()
         if self.dtype not in DTYPES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
+
+    def _check_llamacpp_draft(self) -> None:
+        given = [v for v in (self.llamacpp_draft_max, self.llamacpp_draft_min) if v is not None]
+        if given and "llamacpp-draft" not in self.methods:
+            raise LeapError("--llamacpp-draft-max/--llamacpp-draft-min go with the llamacpp-draft method")
+        if any(v < 0 for v in given):
+            raise LeapError(f"--llamacpp-draft-max/--llamacpp-draft-min must be >= 0, got {given}")
 
     @property
     def tree_width(self) -> int:
@@ -113,7 +127,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(DEFAULT_METHODS),
         help="comma list; hf, hf-pld, hf-assist: transformers generate() (plain, prompt lookup, assistant_model "
         '= --draft-model); draft: ours with --draft-model; llamacpp, llamacpp-pld: llama-cpp-python '
-        '(pip install -e ".[llamacpp]"); ngram:tree, suffix:tree, ...: that method drafting token trees',
+        '(pip install -e ".[llamacpp]"); llamacpp-server, llamacpp-draft, llamacpp-lookup: llama.cpp\'s own '
+        'llama-server plain, with -md --draft-model, with its n-gram cache (scripts/build-llamacpp); '
+        'ngram:tree, suffix:tree, ...: that method drafting token trees',
     )
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
@@ -121,7 +137,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
-    parser.add_argument("--draft-model", default=None, help="draft and hf-assist: the draft model (name or path)")
+    parser.add_argument("--draft-model", default=None, help="draft, hf-assist and llamacpp-draft: the draft model (name or path)")
     parser.add_argument("--draft-dtype", default=defaults.draft_dtype, choices=DTYPE_CHOICES,
                         help="method draft: the draft's own precision (auto: a GGUF draft as stored, e.g. int4)")
     parser.add_argument("--skip-layers", default=None,
@@ -132,6 +148,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tree", type=int, default=None, metavar="N",
                         help=f"run every tree-capable method also as METHOD:tree, drafting token trees of N branches "
                              f"(the :tree methods' width; default {DEFAULT_TREE})")
+    parser.add_argument("--llamacpp-draft-max", type=int, default=None, metavar="N",
+                        help="llamacpp-draft: llama.cpp's --spec-draft-n-max (default: llama.cpp's own)")
+    parser.add_argument("--llamacpp-draft-min", type=int, default=None, metavar="N",
+                        help="llamacpp-draft: llama.cpp's --spec-draft-n-min (default: llama.cpp's own)")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -149,4 +169,5 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         draft_model=args.draft_model, draft_dtype=args.draft_dtype,
         skip_layers=args.skip_layers, skip_dtype=args.skip_dtype,
         tree=args.tree,
+        llamacpp_draft_max=args.llamacpp_draft_max, llamacpp_draft_min=args.llamacpp_draft_min,
     )

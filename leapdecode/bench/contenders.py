@@ -4,33 +4,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, base_method
-from leapdecode.bench.hf_baseline import HFBaseline
-from leapdecode.bench.llamacpp_baseline import LlamaCppBaseline
+from leapdecode.bench.config import HF_METHODS, LLAMA_SERVER_METHODS, LLAMACPP_METHODS, base_method
 from leapdecode.bench.record import Generation
 
 GenerateFn = Callable[[list[int]], Generation]
 
 
+class HFLike(Protocol):
+    """HFBaseline's generate(), as its worker (bench.worker.Worker) forwards it."""
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, prompt_lookup: bool = False,
+                 assisted: bool = False) -> Generation: ...
+
+
+class LlamaCppLike(Protocol):
+    """LlamaCppBaseline's generate() in its worker, or a LlamaServer's."""
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation: ...
+
+
 def build_contenders(
     llm: Any,
-    baseline: HFBaseline | None,
+    baseline: HFLike | None,
     methods: tuple[str, ...],
     max_new_tokens: int,
-    llamacpp: dict[str, LlamaCppBaseline] | None = None,
+    llamacpp: dict[str, LlamaCppLike] | None = None,
     drafter_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, GenerateFn]:
     """Name -> generate function, in the order given; hf methods need the baseline (hf-assist its assistant),
-    llamacpp methods their own llama.cpp instance (keyed by method name); engine methods get their
+    llamacpp methods their own llama.cpp instance or server (keyed by method name); the baselines run in
+    processes of their own (see baselines.py), the engine's methods here; engine methods get their
     drafter_options[method] (a :tree variant runs its base method with its own options)."""
     contenders: dict[str, GenerateFn] = {}
     for method in methods:
         if method in HF_METHODS:
             assert baseline is not None, "hf methods need the HF baseline loaded"
             contenders[method] = _hf(baseline, max_new_tokens, method)
-        elif method in LLAMACPP_METHODS:
+        elif method in LLAMACPP_METHODS + LLAMA_SERVER_METHODS:
             assert llamacpp is not None and method in llamacpp, f"{method} needs its llama.cpp instance loaded"
             contenders[method] = _llamacpp(llamacpp[method], max_new_tokens)
         else:
@@ -39,12 +51,12 @@ def build_contenders(
     return contenders
 
 
-def _hf(baseline: HFBaseline, max_new_tokens: int, method: str) -> GenerateFn:
+def _hf(baseline: HFLike, max_new_tokens: int, method: str) -> GenerateFn:
     pld, assisted = method == "hf-pld", method == "hf-assist"
     return lambda ids: baseline.generate(ids, max_new_tokens, prompt_lookup=pld, assisted=assisted)
 
 
-def _llamacpp(instance: LlamaCppBaseline, max_new_tokens: int) -> GenerateFn:
+def _llamacpp(instance: LlamaCppLike, max_new_tokens: int) -> GenerateFn:
     return lambda ids: instance.generate(ids, max_new_tokens)
 
 

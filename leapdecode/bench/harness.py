@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from leapdecode.api import LLM
-from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS, TREE_VARIANT, BenchConfig, base_method
-from leapdecode.bench.contenders import build_contenders
-from leapdecode.bench.divergence import Divergence, find_divergence
-from leapdecode.bench.hf_baseline import HFBaseline
-from leapdecode.bench.llamacpp_baseline import (
-    LlamaCppBaseline,
-    gguf_file,
-    require_llama_cpp,
+from leapdecode.bench.baselines import needs_hf, start_baselines
+from leapdecode.bench.config import (
+    LLAMA_SERVER_METHODS,
+    LLAMACPP_METHODS,
+    OUTSIDE_METHODS,
+    TREE_VARIANT,
+    BenchConfig,
+    base_method,
 )
+from leapdecode.bench.contenders import build_contenders
+from leapdecode.bench.divergence import Divergence, LogitsFn, find_divergence
+from leapdecode.bench.llama_server import llamacpp_tool
+from leapdecode.bench.llamacpp_baseline import check_llama_cpp, gguf_file
 from leapdecode.bench.machine import machine_info
 from leapdecode.bench.prompts import BenchPrompt, load_prompts
 from leapdecode.bench.record import RunRecord, peak_rss_mb
 from leapdecode.bench.report import assemble, print_table, write_report
 from leapdecode.bench.runner import EncodedPrompt, run_interleaved, warm_up
 from leapdecode.bench.summary import REFERENCE
+from leapdecode.bench.worker import Worker
 from leapdecode.models.loader import resolve_checkpoint
 
 DRAFT_USERS = ("draft", "auto")  # engine methods that draft with --draft-model when it is given
@@ -32,39 +37,50 @@ DRAFT_USERS = ("draft", "auto")  # engine methods that draft with --draft-model 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark `cfg` describes, write its report under cfg.out_dir, and return the results."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"  # the baselines' workers inherit it
     torch.set_num_threads(cfg.threads)
     measured, warm = _split(load_prompts(cfg.prompts), cfg)  # first: a bad prompt file fails before a model load
-    gguf = _llamacpp_gguf(cfg)  # likewise: no llama-cpp-python, or a model with no GGUF, fails before any load
+    _check_outside_tools(cfg)  # likewise: no llama.cpp, or a model with no GGUF, fails before any load
     llm = LLM(model=cfg.model, dtype=cfg.dtype)
-    models_rss = _models_rss(llm, cfg)  # before any baseline loads a model of its own
+    models_rss = _models_rss(llm, cfg)  # the baselines load theirs in their own processes
     prompts, warm_prompts = _encode(llm, measured), _encode(llm, warm)
-    needs_hf = any(m in HF_METHODS for m in cfg.methods)
-    # The engine's own stop tokens, so every side stops on the same ids.
-    eos_ids = sorted(llm.eos_ids)
     precision = getattr(llm, "precision", cfg.dtype)  # what the engine runs: dtype="auto" resolved
-    weights = resolve_checkpoint(cfg.model) if needs_hf else None  # int precisions' dir may hold no floats
-    assistant = resolve_checkpoint(cfg.draft_model) if "hf-assist" in cfg.methods and cfg.draft_model else None
-    baseline = HFBaseline(weights, _hf_dtype(precision), eos_ids, assistant) if weights is not None else None
-    llamacpp = {
-        m: LlamaCppBaseline(gguf, cfg.threads, eos_ids, prompt_lookup=m == "llamacpp-pld")
-        for m in cfg.methods
-        if m in LLAMACPP_METHODS and gguf is not None
-    }
-    contenders = build_contenders(llm, baseline, cfg.methods, cfg.max_new_tokens, llamacpp, drafter_options(cfg))
-    warm_up(warm_prompts, contenders)
-    records = run_interleaved(prompts, contenders)
-    # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain
-    # decoding there (the report's "exact match vs own plain"), not by scoring splits from hf.
-    same_weights = baseline is not None and precision in ("float32", "bfloat16")
-    divergences = _divergences(records, prompts, baseline) if same_weights else []
+    records, divergences, runtimes = _measure(cfg, llm, prompts, warm_prompts, precision)
     config = asdict(cfg) | {"out": str(cfg.out_dir), "prompt_count": len(prompts), "precision": precision}
-    config |= {"hf_dtype": str(_hf_dtype(precision)).removeprefix("torch.")} if needs_hf else {}
-    results = assemble(config, machine_info(), records, divergences, models_rss)
+    config |= {"hf_dtype": str(_hf_dtype(precision)).removeprefix("torch.")} if needs_hf(cfg) else {}
+    results = assemble(config, machine_info() | runtimes, records, divergences, models_rss)
     paths = write_report(results, cfg.out_dir)
     print_table(results)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return results
+
+
+def _measure(
+    cfg: BenchConfig, llm: Any, prompts: list[EncodedPrompt], warm_prompts: list[EncodedPrompt], precision: str
+) -> tuple[list[RunRecord], list[Divergence], dict[str, Any]]:
+    """Start the baselines' processes, run every method on every prompt, check divergences, and stop them all
+    (also on an error or Ctrl-C). Returns the records, divergences and the baselines' runtime info."""
+    eos_ids = sorted(llm.eos_ids)  # the engine's own stop tokens, so every side stops on the same ids
+    # int precisions' checkpoint dir may hold no floats: transformers reads the model's own weights
+    hf_weights = (resolve_checkpoint(cfg.model), _hf_dtype(precision)) if needs_hf(cfg) else None
+    with ExitStack() as stack:
+        baselines = start_baselines(cfg, stack, eos_ids, hf_weights)
+        contenders = build_contenders(
+            llm, baselines.hf, cfg.methods, cfg.max_new_tokens, baselines.llamacpp, drafter_options(cfg)
+        )
+        warm_up(warm_prompts, contenders)
+        records = run_interleaved(prompts, contenders)
+        # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain
+        # decoding there (the report's "exact match vs own plain"), not by scoring splits from hf.
+        same_weights = baselines.hf is not None and precision in ("float32", "bfloat16")
+        divergences = _divergences(records, prompts, _next_logits(baselines.hf)) if same_weights else []
+    return records, divergences, baselines.info
+
+
+def _next_logits(hf: Worker | None) -> LogitsFn:
+    """The divergence check's logits, from the hf worker's model."""
+    assert hf is not None
+    return lambda ids: hf.call("next_logits", ids)
 
 
 def drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
@@ -88,15 +104,20 @@ def _models_rss(llm: Any, cfg: BenchConfig) -> dict[str, float]:
         llm.drafts.load(cfg.draft_model, cfg.draft_dtype)
         with_draft = peak_rss_mb()
     return {m: with_draft if base_method(m) in DRAFT_USERS and cfg.draft_model else target
-            for m in cfg.methods if m not in HF_METHODS + LLAMACPP_METHODS}
+            for m in cfg.methods if m not in OUTSIDE_METHODS}
 
 
-def _llamacpp_gguf(cfg: BenchConfig) -> Path | None:
-    """The GGUF file the llamacpp methods load, checked with llama-cpp-python's presence; None if none runs."""
-    if not any(m in LLAMACPP_METHODS for m in cfg.methods):
-        return None
-    require_llama_cpp()
-    return gguf_file(cfg.model)
+def _check_outside_tools(cfg: BenchConfig) -> None:
+    """Fail fast, before any model load: llama-cpp-python installed, llama-server built, GGUF files at hand
+    (a known model's is fetched here, once)."""
+    if any(m in LLAMACPP_METHODS for m in cfg.methods):
+        check_llama_cpp()
+    if any(m in LLAMA_SERVER_METHODS for m in cfg.methods):
+        llamacpp_tool("llama-server")
+    if any(m in LLAMACPP_METHODS + LLAMA_SERVER_METHODS for m in cfg.methods):
+        gguf_file(cfg.model)
+    if "llamacpp-draft" in cfg.methods and cfg.draft_model:
+        gguf_file(cfg.draft_model)
 
 
 def _hf_dtype(precision: str) -> torch.dtype:
@@ -117,15 +138,16 @@ def _encode(llm: Any, prompts: list[BenchPrompt]) -> list[EncodedPrompt]:
     return [EncodedPrompt(p, list(llm.encode(p.prompt, raw=p.raw))) for p in prompts]
 
 
-def _divergences(records: list[RunRecord], prompts: list[EncodedPrompt], baseline: HFBaseline) -> list[Divergence]:
+def _divergences(records: list[RunRecord], prompts: list[EncodedPrompt], next_logits: LogitsFn) -> list[Divergence]:
     """Run after all timing, so the extra forwards cannot disturb it."""
     ids = {p.prompt.id: p.ids for p in prompts}
     reference = {r.prompt_id: r for r in records if r.method == REFERENCE}
+    # llama.cpp computes with its own quantized kernels: a split from hf there is expected, not a bug this
+    # check could point to, so its methods are compared by exact match only.
+    other_runtime = LLAMACPP_METHODS + LLAMA_SERVER_METHODS
     found = []
     for r in records:
-        # llama.cpp computes with its own quantized kernels: a split from hf there is expected, not a bug
-        # this check could point to, so its methods are compared by exact match only.
-        if r.method != REFERENCE and r.method not in LLAMACPP_METHODS and r.prompt_id in reference:
-            d = find_divergence(reference[r.prompt_id], r, ids[r.prompt_id], baseline.next_logits)
+        if r.method != REFERENCE and r.method not in other_runtime and r.prompt_id in reference:
+            d = find_divergence(reference[r.prompt_id], r, ids[r.prompt_id], next_logits)
             found += [d] if d is not None else []
     return found

@@ -1,5 +1,8 @@
 """A second outside reference: llama.cpp (through llama-cpp-python) on the model's own GGUF file.
 
+The bench builds it in a worker process of its own (`worker.py`): llama.cpp's thread pool and torch's never
+share a process.
+
 `llamacpp` is plain greedy decoding, `llamacpp-pld` llama-cpp-python's prompt-lookup decoding. Both get the
 engine's prompt token ids, stop ids and thread count. llama.cpp computes with its own quantized kernels (the
 GGUF's Q4_1 weights against 8-bit-quantized activations), so its greedy output need not match hf's token for
@@ -8,6 +11,7 @@ token; what it shows is the speed of a mature C++ runtime on the same file.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +36,12 @@ def require_llama_cpp() -> Any:
             f"the llamacpp methods need llama-cpp-python ({one_line(exc)}); install it with: {INSTALL_HINT}"
         ) from exc
     return llama_cpp
+
+
+def check_llama_cpp() -> None:
+    """require_llama_cpp's check without the import: llama.cpp is only ever loaded in a baseline's worker."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LeapError(f"the llamacpp methods need llama-cpp-python (not installed); install it with: {INSTALL_HINT}")
 
 
 def extra_buffers_enabled(llama_cpp: Any) -> bool:
@@ -116,6 +126,11 @@ class LlamaCppBaseline:
         self.prompt_lookup = prompt_lookup
         self.forwards = 0
         self._count_forwards()
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The report's machine fields for llama-cpp-python, read in the worker that loaded it."""
+        info = runtime_info()
+        return {"llama_cpp_python": info["version"], "llama_cpp_extra_buffers": info["extra_buffers"]}
 
     def _count_forwards(self) -> None:
         """Count Llama.eval calls (one per target forward, the prefill included), for tokens per forward."""

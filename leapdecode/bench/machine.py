@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from typing import Any
 
 import torch
@@ -24,15 +23,5 @@ def machine_info() -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         # 1/5/15-minute load at the end of the run: above the thread count, other work competed for the cores
         "load_average": [round(x, 2) for x in os.getloadavg()],
-    } | _llama_cpp_info()
+    }  # the baselines' runtimes (llama.cpp's) are added by the harness, as their own processes report them
 
-
-def _llama_cpp_info() -> dict[str, Any]:
-    """llama-cpp-python's version and whether its extra buffer types were on; only when a llamacpp method ran
-    (llama_cpp is never imported just for this)."""
-    if "llama_cpp" not in sys.modules:
-        return {}
-    from leapdecode.bench.llamacpp_baseline import runtime_info
-
-    info = runtime_info()
-    return {"llama_cpp_python": info["version"], "llama_cpp_extra_buffers": info["extra_buffers"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,10 @@ class Generation:
     mean_accepted: float | None  # tokens per target forward; None when the method does not say
     finish_reason: str = ""
     engine_stats: dict[str, Any] = field(default_factory=dict)  # the engine's own stats, kept for reference
+    # The process that generated it (a baseline's worker, or the engine's), and that process's peak RSS when it
+    # is not ours (None: the runner reads our own).
+    pid: int = field(default_factory=os.getpid)
+    peak_rss_mb: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +34,9 @@ class RunRecord:
     seconds: float
     mean_accepted: float | None
     finish_reason: str
-    peak_rss_mb: float  # the process's high-water mark so far: shared by every method run in this process
+    peak_rss_mb: float  # high-water mark so far of the process that ran it: the engine's, or a baseline's worker
     engine_stats: dict[str, Any] = field(default_factory=dict)
+    pid: int = 0  # that process
 
     @property
     def new_tokens(self) -> int:

@@ -17,14 +17,15 @@ from leapdecode.bench.breakdown_chart import (
     plot_time_split,
 )
 from leapdecode.bench.chart import plot_speedup
-from leapdecode.bench.config import HF_METHODS, LLAMACPP_METHODS
+from leapdecode.bench.config import HF_METHODS, LLAMA_SERVER_METHODS, LLAMACPP_METHODS, OUTSIDE_METHODS
 from leapdecode.bench.divergence import Divergence
 from leapdecode.bench.record import RunRecord
-from leapdecode.bench.summary import summarise
+from leapdecode.bench.summary import SPEED_BASES, summarise
 from leapdecode.models.precision import QUANTIZED
 
 TPS_NOTE = "tokens_per_s = total new tokens / total wall seconds over prompts (prefill included)"
-RSS_NOTE = "peak RSS is the whole process's high-water mark (all methods and all model copies share it)"
+RSS_NOTE = ("peak RSS is the high-water mark of the process that ran the method: the engine's own process (its "
+            "methods share it), or the baseline's own process (hf's worker, llama.cpp's worker or llama-server)")
 MODELS_RSS_NOTE = ("peak RSS with models: the process's high-water mark once the engine's target (and, for methods "
                    "that draft with one, the draft model) was loaded, before any baseline's model")
 SPLIT_NOTE = ("time per step: the engine's own clocks per target forward; draft = the drafter's propose and commit, "
@@ -38,6 +39,14 @@ LLAMACPP_NOTE = (
     "'exact match vs own plain' is its agreement with llamacpp; llama.cpp's batched (draft-verifying) forward "
     "rounds differently from its one-token forward, so near-ties can flip there too"
 )
+SERVER_NOTE = (
+    "llamacpp-server, llamacpp-draft, llamacpp-lookup: llama.cpp's own llama-server (built by "
+    "scripts/build-llamacpp) on the same GGUF file, prompt ids and thread count: plain greedy, draft-model "
+    "speculation on --draft-model's GGUF, n-gram cache lookup; compared by exact match only, as llamacpp. "
+    "Seconds are the client's around each HTTP request (loopback), prefill included; mean accepted is tokens "
+    "per target forward from the server's draft_n_accepted"
+)
+OUTSIDE_NOTE = "every baseline ran in a process of its own, one side computing at a time, on the same threads"
 
 
 def assemble(
@@ -47,13 +56,16 @@ def assemble(
     """Everything a reader needs to check the numbers, as plain JSON-able data. models_rss: method -> peak RSS
     with its models loaded."""
     with_llamacpp = any(r.method in LLAMACPP_METHODS for r in records)
+    with_server = any(r.method in LLAMA_SERVER_METHODS for r in records)
     with_engine = any(r.engine_stats for r in records)
     notes = [RSS_NOTE, TPS_NOTE] + ([MODELS_RSS_NOTE] if models_rss else []) + ([SPLIT_NOTE] if with_engine else [])
+    notes += [LLAMACPP_NOTE] if with_llamacpp else []
+    notes += [SERVER_NOTE] if with_server else []
     return {
         "config": config,
         "machine": machine,
         "methods": summarise(records, models_rss),
-        "notes": notes + ([LLAMACPP_NOTE] if with_llamacpp else []),
+        "notes": notes + ([OUTSIDE_NOTE] if any(r.method in OUTSIDE_METHODS for r in records) else []),
         "divergences": [d.as_dict() for d in divergences],
         "records": [r.as_dict() for r in records],
     }
@@ -74,17 +86,15 @@ def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 
 def table_rows(methods: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table, shared by the markdown file and the terminal."""
-    with_pld, with_llamacpp = "hf-pld" in methods, "llamacpp" in methods
+    bases = [b for b in SPEED_BASES[1:] if b in methods]  # hf's column is always there
     with_own_plain = any(s.get("exact_match_vs_plain") is not None for s in methods.values())
-    header = ["method", "tok/s", "speedup vs hf"] + (["speedup vs hf-pld"] if with_pld else [])
-    header += ["speedup vs llamacpp"] if with_llamacpp else []
+    header = ["method", "tok/s", "speedup vs hf"] + [f"speedup vs {b}" for b in bases]
     header += ["mean accepted", "exact match vs hf"] + (["exact match vs own plain"] if with_own_plain else [])
     header += ["peak RSS MB"]
     rows = []
     for name, s in methods.items():
         row = [name, f"{s['tokens_per_s']:.2f}", _x(s["speedup_vs_hf"])]
-        row += [_x(s["speedup_vs_hf_pld"])] if with_pld else []
-        row += [_x(s["speedup_vs_llamacpp"])] if with_llamacpp else []
+        row += [_x(s["speedup_vs_" + b.replace("-", "_")]) for b in bases]
         row += [_num(s["mean_accepted"]), _pct(s["exact_match_rate"])]
         row += [_pct(s.get("exact_match_vs_plain"))] if with_own_plain else []
         row += [f"{s['peak_rss_mb']:.0f}"]
@@ -115,10 +125,13 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _llama_cpp_versions(machine: dict[str, Any]) -> str:
+    """Which llama.cpp ran: llama-cpp-python's library, and/or the llama-server binary."""
+    out = f", llama-server: {machine['llama_server']}" if machine.get("llama_server") else ""
     if not machine.get("llama_cpp_python"):
-        return ""
+        return out
     off = machine.get("llama_cpp_extra_buffers") is False  # see llamacpp_baseline.extra_buffers_enabled
-    return f", llama-cpp-python {machine['llama_cpp_python']}" + (" (extra CPU buffers off: AMX bug)" if off else "")
+    amx = " (extra CPU buffers off: AMX bug)" if off else ""
+    return f", llama-cpp-python {machine['llama_cpp_python']}{amx}{out}"
 
 
 def _category_section(methods: dict[str, dict[str, Any]]) -> list[str]:
@@ -173,7 +186,8 @@ def _category_speedup(stats: dict[str, Any], category: str) -> float | None:
 def _unchecked(results: dict[str, Any]) -> list[str]:
     """Methods whose splits from hf are not scored: another runtime, or the engine on quantized weights."""
     quantized = results["config"].get("precision") in QUANTIZED
-    return [m for m in results["methods"] if m in LLAMACPP_METHODS or (quantized and m not in HF_METHODS)]
+    other_runtime = LLAMACPP_METHODS + LLAMA_SERVER_METHODS
+    return [m for m in results["methods"] if m in other_runtime or (quantized and m not in HF_METHODS)]
 
 
 def _divergence_section(divergences: list[dict[str, Any]], unchecked: list[str]) -> list[str]:

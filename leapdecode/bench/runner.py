@@ -55,6 +55,7 @@ def _record(method: str, p: EncodedPrompt, generate: GenerateFn) -> RunRecord:
         seconds=g.seconds,
         mean_accepted=g.mean_accepted,
         finish_reason=g.finish_reason,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=g.peak_rss_mb if g.peak_rss_mb is not None else peak_rss_mb(),
         engine_stats=g.engine_stats,
+        pid=g.pid,
     )

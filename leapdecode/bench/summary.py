@@ -10,12 +10,14 @@ from leapdecode.bench.breakdown import breakdown
 from leapdecode.bench.record import RunRecord
 
 REFERENCE = "hf"  # plain transformers greedy: the output every method must reproduce and the speed to beat
-SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp")  # a speedup_vs_<base> column for each one that ran
+# a speedup_vs_<base> column for each one that ran
+SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp", "llamacpp-server", "llamacpp-draft")
 # A prompt-lookup mode and the plain greedy of the same runtime: PLD should reproduce its own plain output
 # even where that runtime's numerics differ from hf's.
 # leapdecode's speculative methods must reproduce its own plain decoding (`none`) at every dtype.
-OWN_PLAIN = {"hf-pld": "hf", "hf-assist": "hf", "llamacpp-pld": "llamacpp"}
-OUTSIDE = ("hf", "llamacpp")  # runtimes other than ours: their plain modes have no `none` to match
+OWN_PLAIN = {"hf-pld": "hf", "hf-assist": "hf", "llamacpp-pld": "llamacpp", "llamacpp-draft": "llamacpp-server",
+             "llamacpp-lookup": "llamacpp-server"}
+OUTSIDE = ("hf", "llamacpp", "llamacpp-server")  # runtimes other than ours: their plain modes have no `none` to match
 
 
 def own_plain(method: str) -> str:
