@@ -258,6 +258,23 @@ def test_llama_server_load_failure_is_one_line(fake_server: Path, tmp_path: Path
         LlamaServer(tmp_path / "bad.gguf", [2], ServerOptions(threads=2), binary=fake_server)
 
 
+def test_llama_server_stops_when_the_bench_dies(fake_server: Path, tmp_path: Path) -> None:
+    code = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from leapdecode.bench.llama_server import LlamaServer, ServerOptions
+        server = LlamaServer(Path("t.gguf"), [2], ServerOptions(threads=1), binary=Path({str(fake_server)!r}))
+        print(server.pid, flush=True)
+        os._exit(0)  # no clean-up at all, as after a SIGKILL
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
+
+
 def test_completion_stops_on_the_engine_eos_ids() -> None:
     answer = {"tokens": [5, 3, 7, 8], "stop_type": "limit", "timings": {}}
     g = completion_generation(answer, frozenset({3}), 1.0, 123)

@@ -9,8 +9,11 @@ includes a loopback round trip (well under a millisecond) but nothing of ours.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ from leapdecode.paths import cache_dir
 
 LLAMACPP_VERSION = "0.3.36"  # the llama-cpp-python sdist whose vendored llama.cpp scripts/build-llamacpp builds
 BUILD_HINT = "run scripts/build-llamacpp (optional, about 10 minutes on 2 cores)"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 N_CTX = 4096  # as the llama-cpp-python baseline: prompt + answer + a draft must fit
 START_SECONDS = 600.0  # loading a 1.5B GGUF (and its draft) from a cold disk takes a while
 # Greedy: top_k 1 is argmax whatever else runs; penalties and the other samplers neutral, as for llamacpp.
@@ -81,7 +85,10 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{port}"
         self._log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log")  # noqa: SIM115
         command = [str(self.binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), *options.arguments()]
-        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Its own session: Ctrl-C reaches only us, and we stop it (close); should we die without a word, the
+        # kernel stops it (_die_with_parent).
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         self.pid = self._process.pid
         self._client = httpx.Client(base_url=self.url, timeout=None)  # a long answer on a slow CPU takes minutes
         try:
@@ -98,7 +105,11 @@ class LlamaServer:
         body = GREEDY | {"prompt": prompt_ids, "n_predict": max_new_tokens, "cache_prompt": False,
                          "return_tokens": True, "stream": False}  # fmt: skip
         start = time.perf_counter()
-        response = self._client.post("/completion", json=body)
+        try:
+            response = self._client.post("/completion", json=body)
+        except httpx.TransportError as exc:
+            raise LeapError(f"llama-server stopped answering (exit code {self._process.poll()}): "
+                            f"{self._last_log_line()}") from exc
         seconds = time.perf_counter() - start
         answer = self._checked(response)
         return completion_generation(answer, self.eos_ids, seconds, self.pid)
@@ -173,6 +184,12 @@ def completion_generation(answer: dict[str, Any], eos_ids: frozenset[int], secon
              "server_prompt_ms": timings.get("prompt_ms"), "server_predicted_ms": timings.get("predicted_ms")}
     return Generation(tokens, seconds, len(tokens) / forwards if forwards > 0 else None, finish, stats, pid,
                       _peak_rss_mb(pid))
+
+
+def _die_with_parent() -> None:
+    """In the server's process before exec, Linux only: SIGTERM it when the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
