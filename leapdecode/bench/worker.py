@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -106,9 +107,11 @@ def _serve(conn: Connection, factory: Callable[..., Any], args: tuple[Any, ...],
     """The worker's whole life: build the object, then answer calls until told to stop or the pipe closes."""
     # Ctrl-C reaches the whole process group: the main process decides when we stop (see Worker.close).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch  # every baseline runs on the bench's thread count, torch's pool included
-
-    torch.set_num_threads(threads)
+    # The bench's thread count for torch's pool, where the baseline's module uses torch (it is imported by now:
+    # unpickling `factory` imported it). A llama.cpp worker never imports torch (250 MB of RSS for nothing);
+    # llama.cpp gets its thread count as an argument.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     built, target = _attempt(conn, lambda: factory(*args))
     while built:
         try:
