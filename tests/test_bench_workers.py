@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -46,6 +47,9 @@ class Echo:
     def die(self) -> None:
         os._exit(3)
 
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 def _gone(pid: int) -> bool:
     """The process has exited (a zombie awaiting its parent counts as exited)."""
@@ -82,6 +86,21 @@ def test_worker_is_stopped_on_an_exception_or_ctrl_c() -> None:
     with pytest.raises(KeyboardInterrupt), Worker("echo", Echo, (), threads=1) as w:
         raise KeyboardInterrupt
     assert _gone(w.pid)
+
+
+def test_ctrl_c_mid_call_stops_the_worker_at_once() -> None:
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), Worker("echo", Echo, (), threads=1) as w:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)  # Ctrl-C while the worker is busy for a minute
+            start = time.monotonic()
+            w.call("sleep", 60.0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert _gone(w.pid) and time.monotonic() - start < 5
 
 
 def test_worker_exits_when_the_main_process_dies() -> None:

@@ -45,6 +45,7 @@ class Worker:
         child.close()  # ours is the only end left here: the worker's death reads as EOF
         self.pid = self._process.pid
         self.peak_rss_mb = 0.0
+        self._busy = True  # a call (here: the build) is in flight and its answer not read
         try:
             self._reply()  # built (or failed to build) before we go on: loading is not overlapped with our work
         except BaseException:
@@ -62,11 +63,13 @@ class Worker:
             self._conn.send_bytes(pickle.dumps((name, args, kwargs)))
         except (BrokenPipeError, OSError) as exc:
             raise LeapError(f"{self.label}: its worker process is gone ({self._exit()})") from exc
+        self._busy = True
         return self._reply()
 
     def close(self) -> None:
-        """Ask the worker to exit, and make sure it did; safe to call twice."""
-        if self._process.is_alive():
+        """Ask the worker to exit, and make sure it did; safe to call twice. A worker interrupted mid-call
+        (Ctrl-C, an error here) is terminated at once rather than waited for."""
+        if self._process.is_alive() and not self._busy:
             try:
                 self._conn.send_bytes(pickle.dumps(None))
             except OSError:
@@ -91,6 +94,7 @@ class Worker:
             status, payload, extra = pickle.loads(self._conn.recv_bytes())
         except (EOFError, OSError) as exc:
             raise LeapError(f"{self.label}: its worker process died ({self._exit()})") from exc
+        self._busy = False
         if status == "ok":
             self.peak_rss_mb = extra
             return payload
