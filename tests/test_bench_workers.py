@@ -236,7 +236,7 @@ def _log(binary: Path) -> list[dict]:
 
 
 def test_llama_server_draft_request_and_answer(fake_server: Path, tmp_path: Path) -> None:
-    options = ServerOptions(threads=3, draft=tmp_path / "draft.gguf", draft_max=8)
+    options = ServerOptions(threads=3, draft=tmp_path / "draft.gguf", draft_max=8, extra_buffers=True)
     with LlamaServer(tmp_path / "target.gguf", [2], options, binary=fake_server) as server:
         g = server.generate([1, 1, 4], max_new_tokens=10)
         short = server.generate([1, 1, 4], max_new_tokens=2)
@@ -250,7 +250,8 @@ def test_llama_server_draft_request_and_answer(fake_server: Path, tmp_path: Path
     assert flags["--host"] == "127.0.0.1" and flags["-m"] == str(tmp_path / "target.gguf")
     assert flags["-t"] == flags["-tb"] == flags["-td"] == flags["-tbd"] == "3" and flags["-np"] == "1"
     assert flags["-md"] == str(tmp_path / "draft.gguf") and flags["--spec-draft-n-max"] == "8"
-    assert "--spec-draft-n-min" not in flags  # llama.cpp's default unless asked
+    assert "--spec-draft-n-min" not in flags and "--no-repack" not in argv  # llama.cpp's defaults unless asked
+    assert ServerOptions(threads=1, extra_buffers=False).arguments()[-1] == "--no-repack"  # on an AMX CPU
     body = _log(fake_server)[1]["body"]
     assert body["prompt"] == [1, 1, 4] and body["n_predict"] == 10 and body["cache_prompt"] is False
     assert body["temperature"] == 0.0 and body["top_k"] == 1 and body["repeat_penalty"] == 1.0

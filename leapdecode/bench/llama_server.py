@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,9 @@ class ServerOptions:
     draft_min: int | None = None
     spec_type: str | None = None  # e.g. "ngram-cache": llama.cpp's model-free speculation (no draft model)
     n_ctx: int = N_CTX
+    # llama.cpp's extra CPU buffer types (repacked weights, AMX tiles); off on an AMX CPU, where its AMX matmul
+    # crashes on the first batched forward (see llamacpp_baseline.extra_buffers_enabled)
+    extra_buffers: bool = field(default_factory=lambda: not cpu_has_amx())
 
     def arguments(self) -> list[str]:
         """llama-server's flags for these options (model, host and port aside)."""
@@ -71,7 +74,7 @@ class ServerOptions:
         args += ["--spec-type", self.spec_type] if self.spec_type else []
         args += ["--spec-draft-n-max", str(self.draft_max)] if self.draft_max is not None else []
         args += ["--spec-draft-n-min", str(self.draft_min)] if self.draft_min is not None else []
-        return args
+        return args + ([] if self.extra_buffers else ["--no-repack"])
 
 
 class LlamaServer:
@@ -116,7 +119,8 @@ class LlamaServer:
 
     def runtime_info(self) -> dict[str, Any]:
         """What the report records: which binary ran (the llama-cpp-python sdist's vendored llama.cpp)."""
-        return {"llama_server": f"llama.cpp from llama-cpp-python {LLAMACPP_VERSION} sources ({self.binary})"}
+        off = "" if self.options.extra_buffers else ", extra CPU buffers off: AMX bug"
+        return {"llama_server": f"llama.cpp from llama-cpp-python {LLAMACPP_VERSION} sources ({self.binary}{off})"}
 
     def close(self) -> None:
         """Stop the server and wait for it; safe to call twice."""
@@ -184,6 +188,14 @@ def completion_generation(answer: dict[str, Any], eos_ids: frozenset[int], secon
              "server_prompt_ms": timings.get("prompt_ms"), "server_predicted_ms": timings.get("predicted_ms")}
     return Generation(tokens, seconds, len(tokens) / forwards if forwards > 0 else None, finish, stats, pid,
                       _peak_rss_mb(pid))
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Linux's cpuinfo flags; False where there is no /proc)."""
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> None:
