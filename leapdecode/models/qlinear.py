@@ -1,7 +1,8 @@
-"""Linear layers over integer weights, run by PyTorch's CPU kernels for packed int4 and int8 weights.
+"""Linear layers over integer weights: 4-bit through our own kernel (kernels/int4_matmul.cpp) where it builds,
+else PyTorch's packed int4 CPU kernel; 8-bit through PyTorch's int8 kernel.
 
-Both take bfloat16 activations (their float32 paths are many times slower on CPU) and never expand the
-weights to float: a 4-bit layer reads an eighth of the bytes a float32 one does.
+Both take bfloat16 activations and never expand the weights to float: a 4-bit layer reads an eighth of the
+bytes a float32 one does.
 """
 
 from __future__ import annotations
@@ -9,10 +10,38 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from leapdecode.kernels import int4_kernels
 from leapdecode.models.blocks import Blocks
+from leapdecode.models.int4_tiles import GROUP, pack_tiles
 
 
-class Int4Linear:
+def int4_linear(w: Blocks, bias: Tensor | None = None) -> TiledInt4Linear | TorchInt4Linear:
+    """Our tiled kernel where it builds and the groups are 32 columns: it multiplies 4-bit weights with
+    8-bit activations, so 8 rows cost little more than 1 (PyTorch's kernel expands the weights to bfloat16
+    for every row: an extra verify row costs a fifth of a step)."""
+    kernels = int4_kernels()
+    if kernels is not None and w.group == GROUP:
+        return TiledInt4Linear(w, kernels, bias)
+    return TorchInt4Linear(w, bias)
+
+
+class TiledInt4Linear:
+    """w = q * scale + offset per group of 32 columns, in int4_matmul.cpp's 16-row tiles."""
+
+    def __init__(self, w: Blocks, kernels, bias: Tensor | None = None) -> None:
+        assert w.bits == 4, "Int4Linear takes 4-bit blocks"
+        self.out_features = w.shape[0]
+        self.tiles = pack_tiles(w)  # [N/16, K/32, 320] uint8
+        self.bias = None if bias is None else bias.float()
+        self._matmul = kernels.int4_matmul
+
+    def __call__(self, x: Tensor) -> Tensor:  # [..., in] bf16 -> [..., out] bf16
+        lead = x.shape[:-1]
+        y = self._matmul(x.reshape(-1, x.shape[-1]), self.tiles, self.out_features, self.bias)
+        return y.view(*lead, self.out_features)
+
+
+class TorchInt4Linear:
     """w = (q - 8) * scale + zero per group of columns; q packed two to a byte by PyTorch's own layout."""
 
     def __init__(self, w: Blocks, bias: Tensor | None = None) -> None:
