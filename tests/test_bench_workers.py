@@ -250,6 +250,7 @@ def test_llama_server_draft_request_and_answer(fake_server: Path, tmp_path: Path
     assert flags["--host"] == "127.0.0.1" and flags["-m"] == str(tmp_path / "target.gguf")
     assert flags["-t"] == flags["-tb"] == flags["-td"] == flags["-tbd"] == "3" and flags["-np"] == "1"
     assert flags["-md"] == str(tmp_path / "draft.gguf") and flags["--spec-draft-n-max"] == "8"
+    assert flags["--spec-type"] == "draft-simple"  # llama.cpp only drafts with -md's model when told to
     assert "--spec-draft-n-min" not in flags and "--no-repack" not in argv  # llama.cpp's defaults unless asked
     assert ServerOptions(threads=1, extra_buffers=False).arguments()[-1] == "--no-repack"  # on an AMX CPU
     body = _log(fake_server)[1]["body"]

@@ -65,13 +65,19 @@ class ServerOptions:
     # crashes on the first batched forward (see llamacpp_baseline.extra_buffers_enabled)
     extra_buffers: bool = field(default_factory=lambda: not cpu_has_amx())
 
+    @property
+    def speculation(self) -> str | None:
+        """llama-server's --spec-type: this llama.cpp loads -md's model but drafts with it only when asked for
+        draft-simple (it infers a type from the draft's GGUF only for MTP/DFlash heads)."""
+        return self.spec_type or ("draft-simple" if self.draft is not None else None)
+
     def arguments(self) -> list[str]:
         """llama-server's flags for these options (model, host and port aside)."""
         t = str(self.threads)
         args = ["-t", t, "-tb", t, "-c", str(self.n_ctx), "-np", "1", "--no-webui"]
         if self.draft is not None:
             args += ["-md", str(self.draft), "-td", t, "-tbd", t]
-        args += ["--spec-type", self.spec_type] if self.spec_type else []
+        args += ["--spec-type", self.speculation] if self.speculation else []
         args += ["--spec-draft-n-max", str(self.draft_max)] if self.draft_max is not None else []
         args += ["--spec-draft-n-min", str(self.draft_min)] if self.draft_min is not None else []
         return args + ([] if self.extra_buffers else ["--no-repack"])
@@ -184,7 +190,9 @@ def completion_generation(answer: dict[str, Any], eos_ids: frozenset[int], secon
     # One target forward per token, less one per accepted draft token: the prefill yields the first token and
     # each later forward yields its accepted draft plus one (so a plain server runs 1.0 tokens per forward).
     forwards = len(tokens) - accepted
+    # prompt_n: the prompt tokens it computed (all of them: cache_prompt is off, cache_n 0), as a check
     stats = {"forwards": forwards, "draft_n": drafted, "draft_n_accepted": accepted,
+             "server_prompt_n": timings.get("prompt_n"), "server_cache_n": timings.get("cache_n"),
              "server_prompt_ms": timings.get("prompt_ms"), "server_predicted_ms": timings.get("predicted_ms")}
     return Generation(tokens, seconds, len(tokens) / forwards if forwards > 0 else None, finish, stats, pid,
                       _peak_rss_mb(pid))
