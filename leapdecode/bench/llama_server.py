@@ -99,7 +99,8 @@ class LlamaServer:
         self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, preexec_fn=_die_with_parent)
         self.pid = self._process.pid
-        self._client = httpx.Client(base_url=self.url, timeout=None)  # a long answer on a slow CPU takes minutes
+        # timeout None: a long answer on a slow CPU takes minutes; trust_env off: no proxy between us and loopback
+        self._client = httpx.Client(base_url=self.url, timeout=None, trust_env=False)
         try:
             self._wait_ready(gguf)
         except BaseException:
