@@ -14,6 +14,9 @@ import torch
 from torch import Tensor
 
 ATTENTION_BUCKET = 64  # key lengths are multiples of this; caches are allocated to a multiple of it too
+# Query rows per kv head are padded to a multiple of this: MKL's float32 matmuls pick their kernel by row count
+# (on AMD Zen 4, 3 rows and 21 rows sum in different orders), so a row's bits would follow its neighbours'.
+QUERY_BLOCK = 64
 
 
 RowGroup = tuple[int, int, Tensor]  # rows [j, stop); additive mask [heads_per_kv * rows, L], -inf where hidden
@@ -45,9 +48,14 @@ def attend_grouped(q: Tensor, keys: Tensor, values: Tensor, groups: list[RowGrou
     out = []
     for j, stop, bias in groups:
         qg = q if len(groups) == 1 else q.view(hkv, g, T, D)[:, :, j:stop].reshape(hkv, g * (stop - j), D)
-        length = bias.shape[-1]
+        length, m = bias.shape[-1], qg.shape[1]
+        padded = -(-m // QUERY_BLOCK) * QUERY_BLOCK
+        if padded != m:  # every matmul sees the same row count; see QUERY_BLOCK
+            qg = torch.nn.functional.pad(qg, (0, 0, 0, padded - m))
+            bias = torch.nn.functional.pad(bias, (0, 0, 0, padded - m))
         scores = torch.baddbmm(bias, qg, keys[0, :, :length].transpose(1, 2), alpha=D**-0.5)
-        out.append((scores.softmax(dim=-1) @ values[0, :, :length]).view(hkv, g, stop - j, D))
+        o = scores.softmax(dim=-1) @ values[0, :, :length]
+        out.append(o[:, :m].reshape(hkv, g, stop - j, D))
     o = out[0] if len(out) == 1 else torch.cat(out, dim=2)  # [Hkv, g, T, D]
     return o.permute(2, 0, 1, 3).reshape(T, hkv * g * D)
 
