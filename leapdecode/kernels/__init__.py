@@ -36,6 +36,10 @@ def int4_kernels() -> Any | None:
     return _compiled("int4_matmul", ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"])
 
 
+def int4_matmul_source() -> Path:
+    return _HERE / "int4_matmul.cpp"
+
+
 def _compiled(stem: str, cflags: list[str]) -> Any | None:
     """Build kernels/<stem>.cpp for this CPU once (cached per source, torch version and CPU flags) and load it."""
     if os.environ.get("LEAPDECODE_NO_KERNELS"):

@@ -83,13 +83,14 @@ void tile_rows(const uint8_t* tile, const QuantRows& a, int64_t m0, float* acc /
     const __m512 offset = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 288)));
     for (int r = 0; r < R; ++r) {
       const int8_t* xg = xq + r * a.k + g * kGroup;
-      // Two chains of four: VNNI's latency, not its throughput, would bound one chain of eight.
-      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      // Four chains of two: VNNI's latency, not its throughput, would bound one chain of eight.
+      __m512i part[4];
       for (int v = 0; v < 4; ++v) {
-        lo = _mm512_dpbusd_epi32(lo, w[v], _mm512_set1_epi32(load_i32(xg + 4 * v)));
-        hi = _mm512_dpbusd_epi32(hi, w[v + 4], _mm512_set1_epi32(load_i32(xg + 16 + 4 * v)));
+        part[v] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[v], _mm512_set1_epi32(load_i32(xg + 4 * v)));
+        part[v] = _mm512_dpbusd_epi32(part[v], w[v + 4], _mm512_set1_epi32(load_i32(xg + 16 + 4 * v)));
       }
-      const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+      const __m512i sum4 = _mm512_add_epi32(_mm512_add_epi32(part[0], part[1]), _mm512_add_epi32(part[2], part[3]));
+      const __m512 dot = _mm512_cvtepi32_ps(sum4);
       const int64_t at = r * a.groups + g;
       sum[r] = _mm512_fmadd_ps(dot, _mm512_mul_ps(scale, _mm512_set1_ps(dx[at])), sum[r]);
       sum[r] = _mm512_fmadd_ps(offset, _mm512_set1_ps(xs[at]), sum[r]);
