@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -213,14 +214,17 @@ torch::Tensor int4_matmul(torch::Tensor x, torch::Tensor packed, int64_t n_out, 
   const int64_t m = x.size(0), k = x.size(1), tiles = packed.size(0), groups = packed.size(1);
   TORCH_CHECK(k == groups * kGroup && n_out <= tiles * kTile, "int4_matmul: shapes do not match");
   auto xc = x.contiguous();
-  auto xq = torch::empty({m, k}, x.options().dtype(torch::kInt8));
-  auto dx = torch::empty({m, groups}, x.options().dtype(torch::kFloat32));
-  auto xs = torch::empty({m, groups}, x.options().dtype(torch::kFloat32));
+  // The quantized rows live in buffers kept per calling thread: a decode step makes ~120 calls, and three
+  // tensor allocations each cost more than quantizing a row.
+  thread_local std::vector<int8_t> xq;
+  thread_local std::vector<float> dx, xs;
+  xq.resize(m * k);
+  dx.resize(m * groups);
+  xs.resize(m * groups);
   const auto* xp = xc.data_ptr<c10::BFloat16>();
   for (int64_t r = 0; r < m; ++r)
-    quantize_row(xp + r * k, k, xq.data_ptr<int8_t>() + r * k, dx.data_ptr<float>() + r * groups,
-                 xs.data_ptr<float>() + r * groups);
-  const QuantRows a{xq.data_ptr<int8_t>(), dx.data_ptr<float>(), xs.data_ptr<float>(), k, groups};
+    quantize_row(xp + r * k, k, xq.data() + r * k, dx.data() + r * groups, xs.data() + r * groups);
+  const QuantRows a{xq.data(), dx.data(), xs.data(), k, groups};
   torch::Tensor bc;
   const float* bp = nullptr;
   if (bias.has_value()) {
