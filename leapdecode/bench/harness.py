@@ -27,6 +27,7 @@ from leapdecode.bench.machine import machine_info
 from leapdecode.bench.prompts import BenchPrompt, load_prompts
 from leapdecode.bench.record import RunRecord, peak_rss_mb
 from leapdecode.bench.report import assemble, print_table, write_report
+from leapdecode.bench.roofline import roofline
 from leapdecode.bench.runner import EncodedPrompt, run_interleaved, warm_up
 from leapdecode.bench.summary import REFERENCE
 from leapdecode.bench.worker import Worker
@@ -49,6 +50,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     config = asdict(cfg) | {"out": str(cfg.out_dir), "prompt_count": len(prompts), "precision": precision}
     config |= {"hf_dtype": str(_hf_dtype(precision)).removeprefix("torch.")} if needs_hf(cfg) else {}
     results = assemble(config, machine_info() | runtimes, records, divergences, models_rss)
+    results["forward_cost"] = roofline(llm.network)  # after every timed run, so it disturbs none of them
     paths = write_report(results, cfg.out_dir)
     print_table(results)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -118,10 +118,28 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_category_section(results["methods"]),
         *_breakdown_section(results["methods"]),
+        *forward_cost_section(results.get("forward_cost")),
         *_memory_section(results["methods"]),
         *_divergence_section(results["divergences"], _unchecked(results)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def forward_cost_section(cost: dict[str, Any] | None) -> list[str]:
+    """One target forward by rows (a plain step is 1 row, verifying k drafted tokens k+1), and a 1-row step
+    against the time reading the weights must take at the measured bandwidth."""
+    if not cost:
+        return []
+    ms = {int(n): v for n, v in cost["forward_ms"].items()}  # JSON keys come back as strings
+    header = ["rows"] + [str(n) for n in ms]
+    rows = [["ms per forward"] + [f"{v:.2f}" for v in ms.values()],
+            ["vs 1 row"] + [f"{v / ms[1]:.2f}x" for v in ms.values()]]
+    lines = ["## Target forward by rows", "", *_md_table(header, rows), ""]
+    if cost.get("bound_ms"):
+        lines += [f"Weights read per forward: {cost['weight_mb']:.1f} MB; measured read bandwidth "
+                  f"{cost['read_gbs']:.1f} GB/s; bound {cost['bound_ms']:.2f} ms; a 1-row step takes "
+                  f"{cost['one_row_vs_bound']:.2f}x the bound.", ""]
+    return lines
 
 
 def _llama_cpp_versions(machine: dict[str, Any]) -> str:
@@ -232,6 +250,12 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
     suspects = [d for d in results["divergences"] if not d["near_tie"]]
     if results["divergences"]:
         console.print(f"{len(results['divergences'])} divergence(s) from hf, {len(suspects)} not a near-tie")
+    cost = results.get("forward_cost")
+    if cost:
+        ms = {int(n): v for n, v in cost["forward_ms"].items()}
+        by_rows = ", ".join(f"{n} rows {v / ms[1]:.2f}x" for n, v in ms.items() if n > 1)
+        bound = f"; 1 row {cost['one_row_vs_bound']:.2f}x the bandwidth bound" if cost.get("bound_ms") else ""
+        console.print(f"target forward: 1 row {ms[1]:.2f} ms, {by_rows}{bound}")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:

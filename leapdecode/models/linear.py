@@ -45,6 +45,11 @@ class Linear:
     def out_features(self) -> int:
         return self.weight_t.shape[1]
 
+    @property
+    def weight_bytes(self) -> int:
+        """What one call reads: the weight at its dtype, whichever copy (plain or prepacked) the call uses."""
+        return self.weight_t.nbytes
+
     def __call__(self, x: Tensor) -> Tensor:  # [..., in] -> [..., out]
         if self.bf16_packed is not None:  # one kernel for every row count: bit-identical rows, flat cost
             return self._onednn_bf16(x)

@@ -35,6 +35,10 @@ class TiledInt4Linear:
         self.bias = None if bias is None else bias.float()
         self._matmul = kernels.int4_matmul
 
+    @property
+    def weight_bytes(self) -> int:
+        return self.tiles.nbytes
+
     def __call__(self, x: Tensor) -> Tensor:  # [..., in] bf16 -> [..., out] bf16
         lead = x.shape[:-1]
         y = self._matmul(x.reshape(-1, x.shape[-1]), self.tiles, self.out_features, self.bias)
@@ -54,6 +58,10 @@ class TorchInt4Linear:
         self.scales_zeros = torch.stack([w.scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()
         self.bias = None if bias is None else bias.to(torch.bfloat16)
 
+    @property
+    def weight_bytes(self) -> int:
+        return self.packed.nbytes + self.scales_zeros.nbytes
+
     def __call__(self, x: Tensor) -> Tensor:  # [..., in] bf16 -> [..., out] bf16
         lead = x.shape[:-1]
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]), self.packed, self.group,
@@ -71,6 +79,10 @@ class Int8Linear:
         self.q = w.q.contiguous()
         self.scale = w.scale.reshape(-1).to(torch.bfloat16)
         self.bias = None if bias is None else bias.to(torch.bfloat16)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.q.nbytes + self.scale.nbytes
 
     def __call__(self, x: Tensor) -> Tensor:  # [..., in] bf16 -> [..., out] bf16
         lead = x.shape[:-1]
