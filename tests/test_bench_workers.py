@@ -17,7 +17,7 @@ import torch
 
 from leapdecode.bench import BenchConfig
 from leapdecode.bench.llama_server import LlamaServer, ServerOptions, completion_generation, llamacpp_tool
-from leapdecode.bench.record import Generation
+from leapdecode.bench.record import Generation, peak_rss_mb
 from leapdecode.bench.worker import Worker, WorkerError
 from leapdecode.errors import LeapError, ModelLoadError
 
@@ -67,6 +67,13 @@ def test_worker_runs_the_baseline_in_another_process_and_returns_its_rss() -> No
         assert g.pid == w.pid != os.getpid() and g.peak_rss_mb == w.peak_rss_mb > 0
         assert w.call("thread_count") == 1  # the bench's thread count, set in the worker
     assert _gone(w.pid)
+
+
+def test_a_worker_reports_its_own_peak_rss_not_ours() -> None:
+    ballast = b"x" * (768 << 20)  # written, so resident: our peak is well above anything the worker holds
+    with Worker("echo", Echo, (), threads=1) as w:
+        worker_peak = w.generate([1], 1).peak_rss_mb
+    assert worker_peak is not None and worker_peak < peak_rss_mb() - 512 and len(ballast) > 0
 
 
 def test_worker_errors_come_back_as_the_same_one_line_errors() -> None:

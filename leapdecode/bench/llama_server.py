@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from leapdecode.bench.record import Generation
+from leapdecode.bench.record import Generation, process_peak_rss_mb
 from leapdecode.errors import LeapError, ModelLoadError
 from leapdecode.paths import cache_dir
 
@@ -196,7 +196,7 @@ def completion_generation(answer: dict[str, Any], eos_ids: frozenset[int], secon
              "server_prompt_n": timings.get("prompt_n"), "server_cache_n": timings.get("cache_n"),
              "server_prompt_ms": timings.get("prompt_ms"), "server_predicted_ms": timings.get("predicted_ms")}
     return Generation(tokens, seconds, len(tokens) / forwards if forwards > 0 else None, finish, stats, pid,
-                      _peak_rss_mb(pid))
+                      process_peak_rss_mb(pid))
 
 
 def cpu_has_amx() -> bool:
@@ -218,14 +218,3 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _peak_rss_mb(pid: int) -> float | None:
-    """The server's own peak RSS (VmHWM), Linux only; None elsewhere (the report then shows ours)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None

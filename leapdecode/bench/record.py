@@ -6,6 +6,7 @@ import os
 import resource
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -51,6 +52,22 @@ class RunRecord:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process; ru_maxrss is KiB on Linux, bytes on macOS."""
+    """Peak resident memory of this process: Linux's VmHWM where there is one, else ru_maxrss (KiB on Linux,
+    bytes on macOS). Not ru_maxrss first: a forked child starts from its parent's high-water mark and keeps it
+    through exec, so a baseline's spawned worker would report the engine's memory as its own."""
+    hwm = process_peak_rss_mb("self")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / (1 << 10)
+
+
+def process_peak_rss_mb(pid: int | str) -> float | None:
+    """A process's peak RSS from /proc/<pid>/status (VmHWM, of its current program only); None without /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
