@@ -51,6 +51,18 @@ class Echo:
         time.sleep(seconds)
 
 
+def _assert_outlived_by_none(code: str, run_timeout: float, gone_within: float) -> None:
+    """Run `code` in a child that prints the pid of what it started and exits without clean-up; that pid
+    must be gone within `gone_within` seconds."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=run_timeout,
+                         check=True)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + gone_within
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
+
+
 def _gone(pid: int) -> bool:
     """The process has exited (a zombie awaiting its parent counts as exited)."""
     try:
@@ -121,12 +133,7 @@ def test_worker_exits_when_the_main_process_dies() -> None:
         print(w.pid, flush=True)
         os._exit(0)  # no clean-up at all, as after a SIGKILL
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    pid = int(out.stdout.split()[0])
-    deadline = time.monotonic() + 30
-    while not _gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _gone(pid)
+    _assert_outlived_by_none(code, run_timeout=120, gone_within=30)
 
 
 # --- hf on the default model: built and run in its worker, never in the engine's process ------------------------
@@ -295,12 +302,7 @@ def test_llama_server_stops_when_the_bench_dies(fake_server: Path, tmp_path: Pat
         print(server.pid, flush=True)
         os._exit(0)  # no clean-up at all, as after a SIGKILL
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    pid = int(out.stdout.split()[0])
-    deadline = time.monotonic() + 10
-    while not _gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _gone(pid)
+    _assert_outlived_by_none(code, run_timeout=60, gone_within=10)
 
 
 def test_completion_stops_on_the_engine_eos_ids() -> None:
