@@ -234,16 +234,24 @@ def test_draft_model_method_through_the_server(llm, hf_greedy):
         srv.close()
 
 
-def test_metrics_count_tokens_and_acceptance(server):
-    _chat(server.client, PROMPTS[9])
-    text = httpx.get(f"{server.url}/metrics").text
-    for name in ("leapdecode_completion_tokens_total", "leapdecode_draft_tokens_total",
-                 "leapdecode_accepted_tokens_total", "leapdecode_time_to_first_token_seconds_count",
-                 "leapdecode_inter_token_latency_seconds_count", "leapdecode_queue_depth",
-                 "leapdecode_running_batch_size", "leapdecode_acceptance_rate"):
-        assert re.search(rf"^{name} ", text, re.M), name
-    assert 0.0 < server.metric("leapdecode_acceptance_rate") <= 1.0
-    assert server.metric("leapdecode_completion_tokens_total") > 0
+def test_metrics_count_tokens_and_acceptance(llm):
+    """Counters and the acceptance gauge agree. Speculation is kept on (adaptive off): the gate may rightly
+    judge from two early steps that drafting does not pay on a prompt, and then nothing is drafted."""
+    srv = LiveServer(llm, adaptive=False)
+    try:
+        _chat(srv.client, PROMPTS[9])
+        text = httpx.get(f"{srv.url}/metrics").text
+        for name in ("leapdecode_completion_tokens_total", "leapdecode_draft_tokens_total",
+                     "leapdecode_accepted_tokens_total", "leapdecode_time_to_first_token_seconds_count",
+                     "leapdecode_inter_token_latency_seconds_count", "leapdecode_queue_depth",
+                     "leapdecode_running_batch_size", "leapdecode_acceptance_rate"):
+            assert re.search(rf"^{name} ", text, re.M), name
+        drafted, accepted = srv.metric("leapdecode_draft_tokens_total"), srv.metric("leapdecode_accepted_tokens_total")
+        assert drafted > 0 and 0 < accepted <= drafted
+        assert srv.metric("leapdecode_acceptance_rate") == pytest.approx(accepted / drafted)
+        assert srv.metric("leapdecode_completion_tokens_total") > 0
+    finally:
+        srv.close()
 
 
 def test_sigterm_lets_running_requests_finish(tmp_path):
