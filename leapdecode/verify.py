@@ -17,11 +17,6 @@ from leapdecode.tree import TokenTree
 from leapdecode.types import Draft, Verdict
 
 
-def verify_greedy(draft: Draft, logits: Tensor) -> Verdict:
-    """draft [k], logits [k+1, V]: keep the drafts equal to the target's argmax, then its next argmax."""
-    return accept_greedy(draft, logits.argmax(dim=-1).tolist())  # the one host sync of a greedy step
-
-
 def accept_greedy(draft: Draft, target: list[int]) -> Verdict:
     """draft [k], target: the target's argmax at each fed row (row 0 the pending token, row i+1 draft
     token or node i; rows past k are ignored): keep the drafts equal to it, then its next argmax."""

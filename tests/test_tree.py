@@ -31,7 +31,7 @@ from leapdecode.sampling import target_probs
 from leapdecode.scheduler import Scheduler, SchedulerConfig
 from leapdecode.tree import MAX_NODES, TokenTree, from_branches
 from leapdecode.types import Draft, SamplingParams, SeqView, Verdict
-from leapdecode.verify import verify_greedy, verify_sampling
+from leapdecode.verify import accept_greedy, verify_sampling
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
 from tests.test_draft_model import truncated  # noqa: F401 (a fixture: the model cut to its first layers)
 from tests.test_sampling import TV_TOL, _tv
@@ -112,17 +112,17 @@ def test_from_branches_merges_prefixes_best_first():
 def test_verify_tree_greedy_follows_the_targets_argmax():
     draft = Draft(tokens=TOKENS, parents=PARENTS)
 
-    def target(*argmax: tuple[int, int]) -> torch.Tensor:  # logits [7, 30] with the given (row, token) on top
-        logits = torch.zeros(7, 30)
+    def target(*argmax: tuple[int, int]) -> list[int]:  # the argmax at rows 0..6: the given (row, token), else 0
+        predicted = [0] * 7
         for row, token in argmax:
-            logits[row, token] = 1
-        return logits
+            predicted[row] = token
+        return predicted
 
     # 10 (node 0), then 21 (node 4, the sibling of node 1), then a bonus token at node 4's row
-    assert verify_greedy(draft, target((0, 10), (1, 21), (5, 7))) == Verdict(2, [10, 21, 7], (0, 4))
+    assert accept_greedy(draft, target((0, 10), (1, 21), (5, 7))) == Verdict(2, [10, 21, 7], (0, 4))
     # the second root branch all the way: 20 (node 3), 22 (node 5), bonus
-    assert verify_greedy(draft, target((0, 20), (4, 22), (6, 9))) == Verdict(2, [20, 22, 9], (3, 5))
-    assert verify_greedy(draft, target((0, 3))) == Verdict(0, [3], ())  # no branch starts with the target's token
+    assert accept_greedy(draft, target((0, 20), (4, 22), (6, 9))) == Verdict(2, [20, 22, 9], (3, 5))
+    assert accept_greedy(draft, target((0, 3))) == Verdict(0, [3], ())  # no branch starts with the target's token
 
 
 # --- the KV cache compacted to the accepted path ---------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from leapdecode.api import LLM, Run
@@ -17,16 +16,6 @@ from leapdecode.server.protocol import ChatRequest, CompletionRequest
 
 class UnknownModel(InvalidRequest):
     """The request names a model this server does not serve."""
-
-
-@dataclass(slots=True)
-class Outcome:
-    """A finished request, as the handlers report it."""
-
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    usage: dict[str, Any]
 
 
 class Service:
