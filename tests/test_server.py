@@ -115,6 +115,23 @@ def test_streaming_chat_and_completion(server, llm):
     assert by_ids.choices[0].text == whole.choices[0].text
 
 
+def test_include_usage_ends_the_stream_with_a_usage_chunk(server, llm):
+    kw = dict(model=MODEL, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(server.client.chat.completions.create(messages=[{"role": "user", "content": PROMPTS[2]}], **kw))
+    *answer, last = chunks
+    assert last.choices == [] and all(c.choices and c.usage is None for c in answer)
+    expected = llm.generate(PROMPTS[2], max_new_tokens=12)
+    assert "".join(c.choices[0].delta.content or "" for c in answer) == expected.text
+    assert answer[-1].choices[0].finish_reason in ("stop", "length")
+    prompt = len(llm.encode(PROMPTS[2]))
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (prompt, len(expected.token_ids))
+    assert last.usage.total_tokens == prompt + len(expected.token_ids)
+    *pieces, last = server.client.completions.create(prompt=PROMPTS[2], **kw)
+    raw = llm.generate(PROMPTS[2], raw=True, max_new_tokens=12)
+    assert "".join(p.choices[0].text for p in pieces) == raw.text
+    assert last.choices == [] and last.usage.completion_tokens == len(raw.token_ids)
+
+
 def test_stop_strings_models_and_health(server):
     out = server.client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=40, temperature=0,
                                            stop=[" 7"])

@@ -99,7 +99,8 @@ async def _complete(service: Service, body: ChatRequest | CompletionRequest, req
     run = service.prepare(body)
     feed = service.subscribe(run, request.url.path)  # QueueFull -> 429 before any byte is sent
     if body.stream:
-        return StreamingResponse(_sse(service, run, feed, shape), media_type="text/event-stream")
+        usage_chunk = body.stream_options is not None and body.stream_options.include_usage
+        return StreamingResponse(_sse(service, run, feed, shape, usage_chunk), media_type="text/event-stream")
     try:
         return await _whole(service, run, feed, request, shape)
     finally:
@@ -122,19 +123,29 @@ async def _whole(service: Service, run: Run, feed: Subscription, request: Reques
             return JSONResponse(shape.whole(run.finisher.text, ev.finish_reason, service.usage(run)))
 
 
-async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape) -> AsyncIterator[str]:
+async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape,
+               usage_chunk: bool) -> AsyncIterator[str]:
+    """The answer's chunks. With stream_options.include_usage (usage_chunk), as OpenAI does: every chunk
+    carries "usage": null and one last chunk with no choices carries the usage; without it, the finishing
+    chunk carries the usage (our own addition, which bench-serve reads)."""
+    usage_field: dict[str, Any] = {"usage": None} if usage_chunk else {}
     try:
         if opening := shape.opening():
-            yield _data(opening)
+            yield _data(opening | usage_field)
         while True:
             ev = await feed.next()
             if ev.finish_reason == "error":
                 yield _data({"error": {"message": ev.error, "type": "server_error", "param": None, "code": None}})
                 break
             if ev.text:
-                yield _data(shape.chunk(ev.text, None))
+                yield _data(shape.chunk(ev.text, None) | usage_field)
             if ev.finish_reason in ("stop", "length"):
-                yield _data({**shape.chunk("", ev.finish_reason), "usage": service.usage(run)})
+                usage = service.usage(run)
+                if usage_chunk:
+                    yield _data(shape.chunk("", ev.finish_reason) | usage_field)
+                    yield _data(shape.usage_chunk(usage))
+                else:
+                    yield _data(shape.chunk("", ev.finish_reason) | {"usage": usage})
             if ev.finish_reason:
                 break
         yield "data: [DONE]\n\n"
@@ -157,6 +168,10 @@ class _Shape:
 
     def opening(self) -> dict[str, Any] | None:
         return None
+
+    def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
+        """The chunk that ends a stream asked for with include_usage: no choices, the whole request's usage."""
+        return self.chunk("", None) | {"choices": [], "usage": usage}
 
 
 class _ChatShape(_Shape):
