@@ -8,7 +8,6 @@ bounded: a fixed number of requests per level, each with a timeout.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 
 from leapdecode.errors import InvalidRequest
 
@@ -85,23 +85,21 @@ async def _one(client: httpx.AsyncClient, model: str, messages: Any, max_tokens:
     t = RequestTiming()
     start = last = time.perf_counter()
     try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-            if r.status_code != 200:
-                t.error = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+        async with aconnect_sse(client, "POST", "/v1/chat/completions", json=body) as source:
+            if source.response.status_code != 200:
+                t.error = f"HTTP {source.response.status_code}: {(await source.response.aread())[:200]!r}"
                 return t
-            async for line in r.aiter_lines():
-                last = _take(line, t, start, last)
-    except httpx.HTTPError as exc:
+            async for event in source.aiter_sse():
+                if event.data != "[DONE]":
+                    last = _take(event.json(), t, start, last)
+    except (httpx.HTTPError, SSEError) as exc:
         t.error = f"{type(exc).__name__}: {exc}"
     t.latency = time.perf_counter() - start
     return t
 
 
-def _take(line: str, t: RequestTiming, start: float, last: float) -> float:
-    """Read one SSE line into t; returns the time of the latest content chunk."""
-    if not line.startswith("data: ") or line == "data: [DONE]":
-        return last
-    chunk = json.loads(line[6:])
+def _take(chunk: dict[str, Any], t: RequestTiming, start: float, last: float) -> float:
+    """Read one streamed chunk into t; returns the time of the latest content chunk."""
     now = time.perf_counter()
     if usage := chunk.get("usage"):
         t.tokens = usage["completion_tokens"]

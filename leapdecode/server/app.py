@@ -148,13 +148,16 @@ async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape,
                     yield _data(shape.chunk("", ev.finish_reason) | {"usage": usage})
             if ev.finish_reason:
                 break
-        yield "data: [DONE]\n\n"
+        yield _data("[DONE]")
     finally:
         feed.close()  # a client that went away lands here too: the request is cancelled
 
 
-def _data(obj: dict[str, Any]) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+def _data(obj: dict[str, Any] | str) -> str:
+    """One Server-Sent Event carrying a JSON object (or OpenAI's closing [DONE]). Framed here rather than by
+    sse-starlette, which on import patches uvicorn's exit handler to cut every stream on SIGTERM (ours let
+    running requests finish). One data line is enough: JSON text has no raw newline."""
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
 class _Shape:
