@@ -22,7 +22,6 @@ from leapdecode.bench import (
     bench_config_from_args,
     llamacpp_baseline,
 )
-from leapdecode.bench.config import DTYPES, LLAMACPP_METHODS
 from leapdecode.bench.divergence import (
     NEAR_TIE,
     find_divergence,
@@ -301,13 +300,46 @@ def test_llamacpp_methods_are_accepted() -> None:
     add_bench_arguments(parser)
     cfg = bench_config_from_args(parser.parse_args(["--methods", "hf,llamacpp,llamacpp-pld,none"]))
     assert cfg.methods == ("hf", "llamacpp", "llamacpp-pld", "none")
-    assert set(LLAMACPP_METHODS) == {"llamacpp", "llamacpp-pld"}
+    with pytest.raises(LeapError, match="choose distinct ones from .*llamacpp-pld"):
+        bench_config_from_args(parser.parse_args(["--methods", "llamacpp-lookahead"]))
+    with pytest.raises(LeapError, match="llamacpp-draft need --draft-model"):
+        bench_config_from_args(parser.parse_args(["--methods", "llamacpp-draft"]))
+
+
+def test_llamacpp_methods_run_on_their_own_instances() -> None:
+    """Each llama.cpp method is answered by the instance started for it, with the run's token budget."""
+    from leapdecode.bench.contenders import build_contenders
+    from leapdecode.bench.record import Generation
+
+    class Instance:
+        def __init__(self, token: int) -> None:
+            self.token, self.calls = token, []
+
+        def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+            self.calls.append((prompt_ids, max_new_tokens))
+            return Generation([self.token] * max_new_tokens, 0.1, None, "length")
+
+    instances = {"llamacpp": Instance(1), "llamacpp-pld": Instance(2)}
+    contenders = build_contenders(None, None, ("llamacpp-pld", "llamacpp"), 3, instances)
+    assert list(contenders) == ["llamacpp-pld", "llamacpp"]
+    assert contenders["llamacpp"]([5, 6]).token_ids == [1, 1, 1]
+    assert contenders["llamacpp-pld"]([7]).token_ids == [2, 2, 2]
+    assert instances["llamacpp"].calls == [([5, 6], 3)] and instances["llamacpp-pld"].calls == [([7], 3)]
 
 
 def test_dtypes_follow_the_engine() -> None:
+    """--dtype takes every precision the engine loads at, and BenchConfig refuses any other."""
     from leapdecode.models.precision import DTYPE_CHOICES
 
-    assert DTYPES == DTYPE_CHOICES and "int4" in DTYPES and "gguf" in DTYPES
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    for dtype in DTYPE_CHOICES:
+        assert bench_config_from_args(parser.parse_args(["--dtype", dtype])).dtype == dtype
+    assert {"float32", "bfloat16", "int8", "int4", "gguf"} <= set(DTYPE_CHOICES)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dtype", "int3"])
+    with pytest.raises(LeapError, match="dtype 'int3'"):
+        BenchConfig(dtype="int3")
 
 
 def test_missing_llama_cpp_is_a_clear_error(no_llama_cpp: None, tmp_path: Path) -> None:
