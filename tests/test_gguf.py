@@ -52,12 +52,17 @@ def test_blocks_fuse_and_reorder_rows():
     assert torch.equal(a.rows(order).dequantize(), a.dequantize()[order])
 
 
-def test_dtype_choice():
-    assert choose_precision("int4", True) == "int4"
-    assert choose_precision("auto", True) in ("gguf", "float32")
-    assert choose_precision("auto", True, four_bit=True) in ("int4", "float32")
+@pytest.mark.parametrize("bf16", [True, False], ids=["native-bf16", "no-bf16"])
+def test_dtype_choice(monkeypatch, bf16):
+    """auto by CPU: with native bfloat16, a 4-bit GGUF as int4, another GGUF as stored, a float checkpoint
+    in bfloat16; without, float32 for all. A dtype named is a dtype kept."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: bf16)
+    assert choose_precision("int4", True) == "int4" and choose_precision("bfloat16", False) == "bfloat16"
+    assert choose_precision("auto", True) == ("gguf" if bf16 else "float32")
+    assert choose_precision("auto", True, four_bit=True) == ("int4" if bf16 else "float32")
+    assert choose_precision("auto", False) == ("bfloat16" if bf16 else "float32")
     assert is_four_bit_gguf(resolve_source("smollm2-135m").gguf)  # SmolLM2 ships as Q4_1
-    assert choose_precision("auto", False) in ("bfloat16", "float32")
     with pytest.raises(ModelLoadError, match="unknown dtype 'int3'"):
         choose_precision("int3", True)
 
