@@ -33,9 +33,27 @@ def sample(probs: Tensor, gen: torch.Generator) -> Tensor:
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
+MASK64 = 2**64 - 1
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment, 2^64 / golden ratio
+
+
+def splitmix64(x: int) -> int:
+    """SplitMix64's output for state x (Steele, Lea and Flood 2014): a fixed 64-bit mix, the same on every
+    Python, unlike hash() of a tuple, which a Python release may change."""
+    x = (x + GOLDEN_GAMMA) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def position_seed(seed: int, position: int) -> int:
+    """The generator seed for one output position (-1: the drafter's stream), in [0, 2^64)."""
+    return splitmix64(splitmix64(seed & MASK64) ^ (position & MASK64))
+
+
 class PositionRng:
     """Randomness keyed by output position: the draw for the token at position n comes from its own
-    generator seeded by (seed, n). A seeded request then samples the same text whatever was drafted and
+    generator seeded by a fixed mix of (seed, n). A seeded request then samples the same text whatever was drafted and
     however its steps were batched, because with a deterministic drafter verification is "sample the
     target's token at each position, keep drafts while they equal it" (see verify_sampling)."""
 
@@ -48,8 +66,8 @@ class PositionRng:
         return PositionRng(seed if seed is not None else int(torch.randint(2**62, ()).item()))
 
     def at(self, position: int) -> torch.Generator:
-        return torch.Generator().manual_seed(hash((self.seed, position)) & (2**63 - 1))
+        return torch.Generator().manual_seed(position_seed(self.seed, position))
 
     def drafting(self) -> torch.Generator:
         """A sampling drafter's own stream, apart from every position's (-1 is no position)."""
-        return torch.Generator().manual_seed(hash((self.seed, -1)) & (2**63 - 1))
+        return torch.Generator().manual_seed(position_seed(self.seed, -1))
