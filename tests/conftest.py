@@ -59,3 +59,13 @@ def hf_next_logits(hf_model, ids: list[int]) -> torch.Tensor:
     """transformers' logits [V] for the token after ids."""
     with torch.inference_mode():
         return hf_model(torch.tensor([ids])).logits[0, -1]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> tuple[str, str]:
+    """(target, draft): tiny random qwen2 checkpoint directories sharing SmolLM2's tokenizer (tests/tiny_qwen.py)."""
+    from leapdecode.models.loader import resolve_source
+    from tiny_qwen import build_pair
+
+    target, draft = build_pair(tmp_path_factory.mktemp("tiny-qwen2"), resolve_source("smollm2-135m").checkpoint_dir)
+    return str(target), str(draft)
