@@ -3,8 +3,11 @@ sampled decoding, alone and batched; the features the drafter keeps are the targ
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.cli import main
@@ -13,6 +16,8 @@ from leapdecode.heads.corpus import answers
 from leapdecode.heads.head import DraftHead
 from leapdecode.heads.training import TrainConfig, _step_masks, examples, fit_head
 from leapdecode.models.base import Segment
+from leapdecode.models.registry import KNOWN_MODELS, fetch_known
+from leapdecode.paths import cache_dir
 from leapdecode.scheduler import Scheduler, SchedulerConfig
 from tests.conftest import PROMPTS, hf_next_logits
 
@@ -124,6 +129,23 @@ def test_cli_trains_a_head_and_generates_with_it(tmp_path, capsys):
     assert main(["generate", "List three colours.", "--method", "eagle", "--head", str(out), "--max-new-tokens", "8",
                  "--dtype", "float32", "--json"]) == 0
     assert main(["generate", "hi", "--method", "suffix", "--head", str(out)]) == 2
+
+
+def test_cli_trains_a_head_at_int4_where_the_checkpoint_has_no_float_weights(tmp_path, monkeypatch, capsys):
+    """At an integer precision the model's checkpoint directory is the GGUF's metadata alone (its tensors are
+    read as stored): training reads float weights converted from the GGUF. A fresh cache holding only the
+    GGUF (and the compiled kernels), so no float copy lies there from another run."""
+    gguf = fetch_known(KNOWN_MODELS["smollm2-135m"])
+    (tmp_path / "gguf").mkdir()
+    (tmp_path / "gguf" / gguf.name).symlink_to(gguf)
+    (tmp_path / "kernels").symlink_to(cache_dir() / "kernels", target_is_directory=True)
+    monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
+    out = tmp_path / "h.safetensors"
+    assert main(["train-head", "--prompts", "2", "--max-new-tokens", "4", "--epochs", "1", "--dtype", "int4",
+                 "--threads", "2", "--out", str(out)]) == 0
+    assert out.is_file() and "held-out agreement" in capsys.readouterr().out
+    with safe_open(str(out), "pt") as f:
+        assert json.loads(f.metadata()["info"])["precision"] == "int4"
 
 
 def test_auto_takes_the_head_as_an_arm_only_when_given(llm, prompt_ids, trained):

@@ -25,6 +25,7 @@ from leapdecode.heads.head import DraftHead, HeadShape
 from leapdecode.heads.head_store import default_head_path
 from leapdecode.models.base import Segment
 from leapdecode.models.llama import rope_tables
+from leapdecode.models.loader import resolve_checkpoint
 
 IGNORE = -100
 
@@ -72,7 +73,7 @@ def examples(llm: Any, samples: list[Sample]) -> list[Example]:
 
 def fit_head(llm: Any, data: list[Example], cfg: TrainConfig) -> tuple[DraftHead, HeadReport]:
     """A head for llm's target, trained on `data`; the report is on a held-out tenth of the answers."""
-    sd = load_file(str(llm.checkpoint_dir / "model.safetensors"))
+    sd = _float_weights(llm)
     head, coverage = _new_head(llm.network, sd, data, cfg)
     order = list(range(len(data)))
     random.Random(cfg.seed).shuffle(order)
@@ -83,6 +84,15 @@ def fit_head(llm: Any, data: list[Example], cfg: TrainConfig) -> tuple[DraftHead
     accuracy, tokens_per_forward = trainer.evaluate(held)
     answered = sum(len(data[i].tokens) - data[i].prompt_len for i in fit)
     return head, HeadReport(accuracy, tokens_per_forward, answered, coverage)
+
+
+def _float_weights(llm: Any) -> dict[str, Tensor]:
+    """The target's weights in float. At an integer precision llm.checkpoint_dir holds only the GGUF's
+    metadata (its tensors are read as stored), so the GGUF is converted once, as the float precisions do."""
+    sd: dict[str, Tensor] = {}
+    for f in sorted(resolve_checkpoint(llm.heads.model_name).glob("*.safetensors")):
+        sd.update(load_file(f))
+    return sd
 
 
 def _new_head(net: Any, sd: dict[str, Tensor], data: list[Example], cfg: TrainConfig) -> tuple[DraftHead, float]:
