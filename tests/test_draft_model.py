@@ -27,7 +27,7 @@ from leapdecode.sampling import target_probs
 from leapdecode.types import SamplingParams, SeqView
 from leapdecode.verify import verify_sampling
 from tests.conftest import PROMPTS, hf_next_logits
-from tests.test_sampling import SETTINGS, TV_TOL, N, _tv
+from tests.test_sampling import SETTINGS, TV_TOL, N, _tv, assert_kept_as_often_as, tolerance
 
 LAYERS = 24  # of SmolLM2-135M's 30: an untrained early exit, right about a third of the time
 NEAR_TIE = 1e-4
@@ -134,7 +134,8 @@ def test_stochastic_draft_sampling_matches_target(logit_pair, params, draft):
     """Drafts sampled by the drafter (q: the draft's distribution under the request's transform) and
     verified against the target: the first token follows p[0], and after an accepted first draft the
     second follows p[1]. Same N and tolerance as test_sampling. The truncated draft is mostly rejected (the
-    recovered token carries the test); the target's own logits, flattened, are mostly accepted."""
+    recovered token carries the test: its second token is reached too rarely to test); the target's own
+    logits, flattened, are accepted about half the time, and carry the second token's test."""
     target_logits, draft_logits = logit_pair
     if draft == "flattened-target":
         draft_logits = 0.5 * target_logits[0]
@@ -150,11 +151,14 @@ def test_stochastic_draft_sampling_matches_target(logit_pair, params, draft):
         first[v.tokens[0]] += 1
         if v.accepted >= 1:
             second[v.tokens[1]] += 1
-    assert torch.allclose(proposal.probs[0], target_probs(draft_logits[None], params)[0])
+    q = target_probs(draft_logits[None], params)[0]  # [V]
+    assert torch.allclose(proposal.probs[0], q)
     assert _tv(first, p[0]) < TV_TOL
-    assert second.sum() > 2000 or draft == "truncated"
-    if second.sum() > 2000:
-        assert _tv(second, p[1]) < TV_TOL + 0.01
+    # The first draft is kept with probability sum min(p, q): 0 to 3% for the truncated draft, 40-50% for the
+    # flattened target, which therefore also tests what follows a kept draft: the next token follows p[1].
+    assert_kept_as_often_as(second.sum(), float(torch.minimum(p[0], q).sum()))
+    if draft == "flattened-target":
+        assert second.sum() > N / 10 and _tv(second, p[1]) < tolerance(second.sum())
 
 
 def test_greedy_drafts_argmax_and_stops_below_threshold():

@@ -68,15 +68,14 @@ def test_speculative_sampling_matches_target(real_logits, params, stochastic):
     assert_kept_as_often_as(second.sum(), rate)
     # ...and then the next token follows the target at position 1 (the second draft, accepted or not, is
     # independent of the first's verdict).
+    assert second.sum() > N / 10  # enough draws for the check to mean something
     assert _tv(second, p[1]) < tolerance(second.sum())
 
 
 def assert_kept_as_often_as(kept: torch.Tensor | float, rate: float, n: int = N) -> None:
-    """kept of n draws within 5 binomial standard deviations of n * rate, and often enough (a tenth of
-    the draws) for the conditional check after it to mean something."""
+    """kept of n draws within 5 binomial standard deviations of n * rate."""
     kept, sd = float(kept), (n * rate * (1 - rate)) ** 0.5
     assert abs(kept - n * rate) < 5 * sd + 1, f"kept {kept:.0f} of {n}, expected {n * rate:.0f} +- {sd:.0f}"
-    assert kept > n / 10, f"too few kept ({kept:.0f}) to test what follows them"
 
 
 def tolerance(draws: torch.Tensor | float) -> float:
