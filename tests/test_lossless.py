@@ -48,8 +48,12 @@ def test_stop_strings_and_eos_match_plain_decoding(llm, prompt_ids, method):
 
 
 @pytest.mark.parametrize("max_new", [1, 2, 7])
-def test_max_new_tokens_is_exact(llm, prompt_ids, max_new):
+def test_max_new_tokens_is_exact(llm, prompt_ids, hf_greedy, max_new):
+    """Exactly max_new tokens, the first max_new of transformers' greedy answer (which runs on well past
+    them, without an end-of-sequence token), never one drafted token more."""
+    ref = hf_greedy[4]
+    assert len(ref) > max_new and not set(ref[:max_new]) & llm.eos_ids
     for method in STANDALONE:
         res = llm.generate(prompt_ids=prompt_ids[4], method=method, max_new_tokens=max_new)
-        assert len(res.token_ids) <= max_new
-        assert res.finish_reason == ("length" if len(res.token_ids) == max_new else "stop")
+        assert (res.token_ids, res.finish_reason) == (ref[:max_new], "length"), method
+        assert res.stats.new_tokens == max_new
