@@ -251,12 +251,15 @@ def test_a_tree_proposal_is_scored_along_the_text():
 
 
 def test_generate_and_serve_take_auto_and_its_arms_options():
-    from leapdecode.cli import _generate_options, _parser
+    from leapdecode.cli import _generate_options, _parser, _server_config
     from leapdecode.server import ServerConfig
 
     args = _parser().parse_args(["generate", "hi", "--method", "auto", "--draft-model", "m", "--skip-layers", "3"])
     options = _generate_options(args)
     assert (options["method"], options["draft_model"], options["skip_layers"]) == ("auto", "m", "3")
     assert _generate_options(_parser().parse_args(["generate", "hi", "--method", "auto", "--window", "3"]))["window"] == 3
-    assert _parser().parse_args(["serve", "--method", "auto"]).method == "auto"
-    assert ServerConfig(method="auto").method == "auto"
+    serve = _server_config(_parser().parse_args(["serve", "--method", "auto", "--draft-model", "m",
+                                                 "--skip-layers", "3"]))
+    assert (serve.method, serve.draft_model, serve.skip_layers) == ("auto", "m", "3")
+    with pytest.raises(InvalidRequest, match="unknown method 'autox'; known: .*auto"):
+        ServerConfig(method="autox")
