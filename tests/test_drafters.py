@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,9 +276,42 @@ def test_suffix_automaton_stays_linear() -> None:
 # --- registry -----------------------------------------------------------------------------------------
 
 
+def _documented_methods() -> list[str]:
+    """The methods README.md's option table lists for --method."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    row = next(line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| `--method` |"))
+    return re.findall(r"`([a-z]+)`", row.split("|")[2])
+
+
+def test_every_documented_method_builds_or_names_what_it_needs() -> None:
+    """The registry holds exactly the methods the README documents, and the CLI offers them all. Each one
+    builds without a model and drafts a continuation of a periodic text, or (draft, layerskip, eagle: a
+    second network, the target's layers, a trained head) refuses with an InvalidRequest saying what it needs,
+    never a TypeError from deep inside."""
+    from leapdecode.cli import _parser
+
+    assert sorted(DRAFTER_METHODS) == sorted(_documented_methods()) and len(DRAFTER_METHODS) >= 9
+    for method in DRAFTER_METHODS:
+        assert _parser().parse_args(["generate", "hi", "--method", method]).method == method
+    text = [5, 6, 7] * 5
+    needs = {"draft": "draft_model", "layerskip": "llama code", "eagle": "head"}
+    for method in DRAFTER_METHODS:
+        if method in needs:
+            with pytest.raises(InvalidRequest, match=needs[method]):
+                make_drafter(method)
+            continue
+        drafter = make_drafter(method)
+        draft = drafter.propose(view(text, prompt_len=3), 4)
+        assert draft.tokens.dtype == torch.int64 and len(draft) <= 4
+        expected = [] if method == "none" else [5, 6, 7, 5][: len(draft)]
+        assert draft.tokens.tolist() == expected and (method == "none" or len(draft) >= 2), method
+        accepted = min(1, len(draft))  # the first draft token kept, then the target's own
+        drafter.commit(view(text + [5, 6, 7][: accepted + 1], prompt_len=3), accepted)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["generate", "hi", "--method", "medusa"])
+
+
 def test_make_drafter(tmp_path: Path) -> None:
-    assert DRAFTER_METHODS == ("none", "ngram", "suffix", "draft", "layerskip", "auto", "jacobi", "lookahead",
-                               "eagle")
     assert isinstance(make_drafter("none"), NoDrafter)
     ngram = make_drafter("ngram", max_n=3)
     assert isinstance(ngram, NgramDrafter) and ngram.max_n == 3
