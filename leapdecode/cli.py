@@ -14,10 +14,9 @@ from leapdecode.models.precision import DTYPE_CHOICES
 if TYPE_CHECKING:
     from leapdecode.server import ServerConfig
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local; the bench's and serve's processes inherit it
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

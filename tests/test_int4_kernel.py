@@ -126,13 +126,11 @@ def test_falls_back_to_pytorch_without_the_kernel(monkeypatch):
 def test_every_instruction_set_computes_the_same_bits(kernels, isa, tmp_path):
     """The AVX2 (maddubs) and portable paths, built here with AVX-512 turned off, agree bit for bit with the
     path this machine runs: a model gives the same int4 output on every CPU."""
-    from torch.utils.cpp_extension import load
-
-    from leapdecode.kernels import int4_matmul_source
+    from leapdecode.kernels import build_extension, int4_matmul_source
 
     march = {"avx2": ["-march=native", "-mno-avx512f"], "portable": ["-march=x86-64"]}[isa]
-    other = load(name=f"leapdecode_int4_{isa}", sources=[str(int4_matmul_source())], build_directory=str(tmp_path),
-                 extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", *march], extra_ldflags=["-fopenmp"])
+    other = build_extension(f"leapdecode_int4_{isa}", int4_matmul_source(), tmp_path,
+                            ["-O3", "-fopenmp", "-ffp-contract=off", *march])
     g = torch.Generator().manual_seed(6)
     w, bias = quantize_int4(torch.randn(100, 576, generator=g) * 0.05), torch.randn(100, generator=g)
     x = torch.randn(13, 576, generator=g).to(torch.bfloat16)

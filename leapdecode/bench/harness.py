@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Any
@@ -38,7 +37,6 @@ DRAFT_USERS = ("draft", "auto")  # engine methods that draft with --draft-model 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark `cfg` describes, write its report under cfg.out_dir, and return the results."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # the baselines' workers inherit it
     torch.set_num_threads(cfg.threads)
     measured, warm = _split(load_prompts(cfg.prompts), cfg)  # first: a bad prompt file fails before a model load
     _check_outside_tools(cfg)  # likewise: no llama.cpp, or a model with no GGUF, fails before any load

@@ -55,8 +55,12 @@ def extra_buffers_enabled(llama_cpp: Any) -> bool:
 
 @contextmanager
 def _model_params(llama_cpp: Any, use_extra_bufts: bool) -> Iterator[None]:
-    """Llama() takes no argument for llama_model_params.use_extra_bufts: set it on the defaults it starts
-    from, for the duration of one constructor call."""
+    """Llama() takes no argument for llama_model_params.use_extra_bufts: where they must be off, set it on
+    the defaults it starts from, for the duration of one constructor call (in the bench, inside the worker
+    process that holds llama.cpp alone); where they may stay on, llama_cpp is left as it is."""
+    if use_extra_bufts:
+        yield
+        return
     lib = llama_cpp.llama_cpp
     default = lib.llama_model_default_params
 
