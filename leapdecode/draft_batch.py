@@ -22,7 +22,7 @@ def propose_together(engines: Sequence[Engine], budgets: Sequence[int]) -> list[
     drafts: list[Draft | None] = [None] * len(engines)
     groups: dict[Hashable, list[int]] = {}
     for i, (engine, budget) in enumerate(zip(engines, budgets)):
-        key = getattr(engine.drafter, "batch_key", None)
+        key = engine.drafter.batch_key
         if key is not None and engine.draft_k(budget) > 0:
             groups.setdefault(key, []).append(i)
         else:
@@ -38,7 +38,6 @@ def _draft_group(engines: list[Engine], budgets: list[int]) -> list[Draft]:
     if len(engines) == 1:
         return [engines[0].propose(budgets[0])]
     start = time.perf_counter()
-    made = engines[0].drafter.propose_many([e.view for e in engines],  # type: ignore[attr-defined]
-                                           [e.draft_k(b) for e, b in zip(engines, budgets)])
+    made = engines[0].drafter.propose_many([e.view for e in engines], [e.draft_k(b) for e, b in zip(engines, budgets)])
     share = (time.perf_counter() - start) / len(engines)
     return [e.took(d, share) for e, d in zip(engines, made)]

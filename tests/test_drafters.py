@@ -13,6 +13,7 @@ import torch
 from leapdecode.drafters import (
     DRAFTER_METHODS,
     Drafter,
+    DrafterResources,
     NgramDrafter,
     NoDrafter,
     SuffixDrafter,
@@ -322,7 +323,7 @@ def test_make_drafter(tmp_path: Path) -> None:
             return [ord(c) for c in text]
 
     (tmp_path / "c.txt").write_text("abcdef", encoding="utf-8")
-    drafter = make_drafter("suffix", corpus_path=tmp_path / "c.txt", tokenizer=Tok())
+    drafter = make_drafter("suffix", DrafterResources(tokenizer=Tok()), corpus_path=tmp_path / "c.txt")
     assert drafter.propose(view([ord("b"), ord("c")]), 2).tokens.tolist() == [ord("d"), ord("e")]
 
 

@@ -13,7 +13,7 @@ from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.cli import main
 from leapdecode.drafters import LayerSkipDrafter, SkipLayers, make_drafter
 from leapdecode.drafters import skip_store
-from leapdecode.drafters.skip_search import StepCosts, _eliminate
+from leapdecode.drafters.skip_search import SkipCosts, _eliminate
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import SeqView
 from tests.conftest import PROMPTS, hf_next_logits
@@ -143,16 +143,16 @@ def test_elimination_stops_where_expected_speed_peaks():
     def agreement(skipped: list[int]) -> float:
         return 0.2 if 7 in skipped else 1.0 - 0.04 * len(skipped)
 
-    steps, evaluated = _eliminate(12, agreement, StepCosts(per_layer=0.08, verify_row=0.05))
+    steps, evaluated = _eliminate(12, agreement, SkipCosts(per_layer=0.08, verify_row=0.05))
     best = max(steps, key=lambda s: s[2][0])
     assert 7 not in best[0] and 0 < len(best[0]) < 10
     assert evaluated < 10 * 5  # the lazy rounds re-score a few candidates each
-    assert StepCosts(0.03, 0.1).speedup(0.0, 1)[0] < 1 < StepCosts(0.05, 0.02).speedup(0.95, 15)[0]
+    assert SkipCosts(0.03, 0.1).speedup(0.0, 1)[0] < 1 < SkipCosts(0.05, 0.02).speedup(0.95, 15)[0]
 
 
 def test_search_finds_a_valid_set_once_per_model(llm, prompt_ids, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
-    model_id = llm.drafter_resources["model_id"]
+    model_id = llm.drafter_resources.model_id
     skip, draft_length, threshold = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id)
     assert 1 <= draft_length <= 8 and 0.0 <= threshold < 1.0
     assert skip.total == 30 and skip.skipped  # validated on construction: a usable set
@@ -187,7 +187,7 @@ def test_int4_weights_draft_a_float32_target_losslessly(llm, hf_model, prompt_id
 
 def test_int4_weights_get_a_search_of_their_own(llm, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path))
-    model_id = llm.drafter_resources["model_id"]
+    model_id = llm.drafter_resources.model_id
     int4 = llm.drafts.load_self("int4")
     skip, _, _ = skip_store.found_skip_layers(llm.network, llm.tokenizer, model_id, int4, "int4")
     stored = json.loads((tmp_path / "layerskip.json").read_text())
@@ -198,7 +198,7 @@ def test_int4_weights_get_a_search_of_their_own(llm, tmp_path, monkeypatch, caps
 
 
 def test_int4_weight_search_prices_the_cheaper_draft():
-    plain, cheap = StepCosts(0.03, 0.01), StepCosts(0.03, 0.01, draft_full=0.3)
+    plain, cheap = SkipCosts(0.03, 0.01), SkipCosts(0.03, 0.01, draft_full=0.3)
     assert cheap.speedup(0.9, 1)[0] > 1.5 > plain.speedup(0.9, 1)[0]
 
 

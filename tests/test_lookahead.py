@@ -5,6 +5,7 @@ n-grams among them); the window, pool, Jacobi rule and extra-row mask on small c
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,11 +14,12 @@ from leapdecode.api import LLM
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.cli import main
 from leapdecode.draft_length import DraftLength
-from leapdecode.drafters import JacobiDrafter, LookaheadDrafter, make_drafter
+from leapdecode.drafters import DrafterResources, JacobiDrafter, LookaheadDrafter, make_drafter
 from leapdecode.drafters.jacobi import jacobi_update
 from leapdecode.drafters.lookahead_window import LookaheadWindow
 from leapdecode.drafters.ngram_pool import NgramPool
 from leapdecode.engine import Engine
+from leapdecode.policy import RequestPolicy
 from leapdecode.errors import InvalidRequest
 from leapdecode.layout import segment_layout
 from leapdecode.scheduler import Scheduler, SchedulerConfig
@@ -104,13 +106,14 @@ def test_batched_with_other_requests_equals_alone(llm, prompt_ids):
 def test_window_left_out_when_the_cache_is_nearly_full(llm, prompt_ids):
     """Near the cache's end the window's rows do not fit: the engine drops them and decoding goes on."""
     ids = prompt_ids[0]
-    engine = Engine(llm.network, LookaheadDrafter(), ids, SamplingParams(), DraftLength(), capacity=len(ids) + 1)
+    engine = Engine(llm.network, LookaheadDrafter(), ids, SamplingParams(), RequestPolicy(DraftLength()),
+                    capacity=len(ids) + 1)
     end = engine.cache.max_len - 1  # the cache rounds its capacity up, to 64 slots at least
     dropped = 0
     while len(engine.tokens) < end:
         budget, room = end - len(engine.tokens), engine.cache.max_len - engine.cache.length - 1
         draft = engine.propose(budget)
-        dropped += draft.extra is None and min(engine.draft_length.k, budget, room) > 0
+        dropped += draft.extra is None and min(engine.policy.length.k, budget, room) > 0
         engine.settle(draft, llm.network.forward_packed([engine.segment(draft)]))
     generated = engine.tokens[len(ids) :]
     plain = llm.generate(prompt_ids=ids, method="none", max_new_tokens=len(generated)).token_ids
@@ -243,6 +246,6 @@ def test_bad_options_are_refused(options, fragment):
 
 def test_lookahead_needs_our_model_code_and_the_cli_checks_its_flags(capsys):
     with pytest.raises(InvalidRequest, match="llama code"):
-        make_drafter("lookahead", {"network": object()})
+        make_drafter("lookahead", DrafterResources(network=SimpleNamespace(token_trees=False)))
     assert main(["generate", "hi", "--method", "suffix", "--guesses", "2"]) == 2
-    assert "only with --method lookahead" in capsys.readouterr().err
+    assert "--guesses goes with --method lookahead" in capsys.readouterr().err

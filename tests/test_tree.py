@@ -22,7 +22,7 @@ from leapdecode.bench import BenchConfig, add_bench_arguments, bench_config_from
 from leapdecode.bench.contenders import build_contenders
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.bench.harness import drafter_options
-from leapdecode.drafters import can_tree, make_drafter
+from leapdecode.drafters import DrafterResources, can_tree, make_drafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.errors import InvalidRequest, LeapError
 from leapdecode.models.hf_adapter import HFAdapter
@@ -387,7 +387,7 @@ def test_tree_errors(llm, hf_model):
         llm.generate(prompt_ids=llm.encode("Hi"), method="none", tree=3, max_new_tokens=4)
     adapter = HFAdapter(hf_model)
     with pytest.raises(InvalidRequest, match="transformers"):
-        make_drafter("suffix", {"network": adapter}, tree=2)
+        make_drafter("suffix", DrafterResources(network=adapter), tree=2)
     with pytest.raises(InvalidRequest, match="transformers"):
         adapter.forward(torch.tensor([[1, 2]]), 0, adapter.new_cache(8), mask=torch.ones(2, 2, dtype=torch.bool))
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.draft_tree import DraftTree
 from leapdecode.errors import InvalidRequest
 from leapdecode.sampling import sample, target_probs
@@ -36,7 +37,7 @@ class DraftModelConfig:
             raise InvalidRequest(f"draft model needs a positive capacity and vocab, got {self.capacity}, {self.vocab}")
 
 
-class DraftModelDrafter:
+class DraftModelDrafter(Drafter):
     """Runs the draft network token by token over its own KV cache, kept in step with the committed tokens.
 
     The cache holds KV for `self.fed`: committed tokens plus the drafts of the last proposal. On the next

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.draft_tree import DraftTree
 from leapdecode.heads.head_network import HeadNetwork
 from leapdecode.tree import tree_width
 from leapdecode.types import Draft, SeqView
 
 
-class EagleDrafter:
+class EagleDrafter(Drafter):
     """Extends the target's last feature token by token with the head.
 
     The engine shows it the target's features after every forward (see_features), so it knows f[j] for
@@ -23,6 +24,8 @@ class EagleDrafter:
     verification stays exact (a sampled request accepts a deterministic draft with the target's own
     probability).
     """
+
+    reads_features = True  # drafts from the target's own features
 
     def __init__(self, network: HeadNetwork, capacity: int, threshold: float, tree: int = 0) -> None:
         self.net, self.threshold, self.capacity, self.tree = network, threshold, capacity, tree_width(tree)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.types import Draft, SeqView
 
@@ -17,7 +18,7 @@ def jacobi_update(predicted: list[int], accepted: int) -> list[int]:
     return predicted[accepted + 1 :]
 
 
-class JacobiDrafter:
+class JacobiDrafter(Drafter):
     """Keep a guess of the next k tokens and let every verify forward iterate it.
 
     Row i of a verify forward predicts the token after guess i from the guesses before it. Greedy
@@ -26,6 +27,8 @@ class JacobiDrafter:
     the start, after a full acceptance, or when k grows) are padded with a prompt-lookup draft, else with
     the context's last tokens: a cheap start the iteration then corrects.
     """
+
+    observes = True  # its next guess is what the target predicted at its rows
 
     def __init__(self) -> None:
         self._pad = NgramDrafter()

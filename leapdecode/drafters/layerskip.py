@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.skip_layers import SkipLayers
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.base import Segment
@@ -29,7 +30,7 @@ class LayeredLM(Protocol):
                        layers: Sequence[int] | None = None) -> Tensor: ...
 
 
-class LayerSkipDrafter:
+class LayerSkipDrafter(Drafter):
     """Greedy chain from the kept layers, one token per forward, cut short when the draft is unsure.
 
     Sampled requests get the same greedy chain with probs=None: verification treats it as a one-hot

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.lookahead_window import LookaheadWindow
 from leapdecode.drafters.ngram_pool import NgramPool
 from leapdecode.errors import InvalidRequest
@@ -14,7 +15,7 @@ from leapdecode.tree import from_branches
 from leapdecode.types import Draft, ExtraRows, SeqView
 
 
-class LookaheadDrafter:
+class LookaheadDrafter(Drafter):
     """Every verify forward carries two branches besides the pending token.
 
     Verification branch: up to `guesses` n-grams from the pool that start with the last committed token;
@@ -28,6 +29,8 @@ class LookaheadDrafter:
     1 + 9 + 11 rows a step). A wider window or more levels finds more and longer n-grams per step, more
     guesses give each step more chances; all of them make every step slower.
     """
+
+    observes = True  # the target's predictions at the window rows advance the window
 
     def __init__(self, window: int = 4, ngram: int = 4, guesses: int = 3) -> None:
         for name, value, least in (("window", window, 1), ("ngram", ngram, 2), ("guesses", guesses, 1)):

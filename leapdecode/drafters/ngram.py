@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from leapdecode.drafters.base import Mark, continuation, history_mark
+from leapdecode.drafters.base import Drafter, Mark, continuation, history_mark
 from leapdecode.errors import InvalidRequest
 from leapdecode.tree import from_branches, tree_width
 from leapdecode.types import Draft, SeqView
 
 
-class NgramDrafter:
+class NgramDrafter(Drafter):
     """Longest n-gram first: find the latest earlier occurrence of the last n tokens, propose what followed.
 
     One dict per n maps an n-gram to the end positions of its latest occurrences (two, or `tree` of them).

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 
-from leapdecode.drafters.base import Mark, continuation, history_mark
+from leapdecode.drafters.base import Drafter, Mark, continuation, history_mark
 from leapdecode.errors import InvalidRequest
 from leapdecode.tree import from_branches, tree_width
 from leapdecode.types import Draft, SeqView
@@ -94,7 +94,7 @@ class _Automaton:
             length, states = self.length[state], states - 1
 
 
-class SuffixDrafter:
+class SuffixDrafter(Drafter):
     """Longest suffix of the text that also occurs earlier (in the text, or in a static corpus): propose what
     followed that occurrence. Both automata are walked with a cursor, O(1) amortised per new token.
 

@@ -26,7 +26,7 @@ class HeadStore:
     def check(self, path: str | Path | None = None) -> Path:
         """The head's file, or the reason eagle cannot run here. Runs no torch op, so any thread may ask
         (a thread that computes starts an OpenMP team of its own, which slows the decoding thread's)."""
-        if not hasattr(self.network, "forward_features"):
+        if not self.network.gives_features:
             raise InvalidRequest("eagle drafts from the target's features: it needs leapdecode's llama code "
                                  "(not the transformers fallback)")
         where = Path(path) if path is not None else default_head_path(self.checkpoint_dir)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
 
@@ -21,9 +22,15 @@ class Segment:
 
 
 class CausalLM(Protocol):
+    """A network the engine decodes with: leapdecode's own (models/llama.py) or transformers' (hf_adapter.py).
+    What a method needs beyond the forward is a declared capability, asked of the network by name."""
+
     vocab_size: int
     max_context: int
+    dtype: torch.dtype  # what its linears compute in
     token_trees: bool  # honours Segment.mask and .positions, so a token tree can be verified in one forward
+    skips_layers: bool  # runs a subset of its layers (layerskip) and has num_layers and shape
+    gives_features: bool  # has forward_features: each row's final hidden state too (a trained draft head reads it)
 
     def new_cache(self, max_len: int) -> Any:
         """An empty cache able to hold max_len slots; it has `length` and `rollback(length)`."""

@@ -28,6 +28,8 @@ class HFCache:
 class HFAdapter:
     # Trees would need a 4D mask, which not every architecture honours, and a reordered DynamicCache.
     token_trees = False
+    skips_layers = False  # transformers runs every layer
+    gives_features = False
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model.eval()

@@ -138,6 +138,9 @@ class LlamaModel:
                                          torch.float32 if self.fused is not None else dtype)  # [C, D]
         self._every_layer = self._chain(range(shape.layers))
 
+    skips_layers = True  # forward_packed's layers=: a subset of the decoder layers (layerskip)
+    gives_features = True  # forward_features
+
     @property
     def num_layers(self) -> int:
         return self.shape.layers
