@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +9,13 @@ from typing import Any
 
 import torch
 
-from leapdecode.draft_length import DraftLength
-from leapdecode.drafters import AutoMemory, make_drafter
-from leapdecode.engine import Engine
+from leapdecode.drafters import AutoMemory, DrafterResources
 from leapdecode.errors import InvalidRequest
 from leapdecode.heads.head_store import HeadStore
 from leapdecode.models.draft_models import DraftModels
 from leapdecode.models.loader import load_model
-from leapdecode.sampling import PositionRng
-from leapdecode.stopping import Finisher
+from leapdecode.policy import SpeculationPolicy
+from leapdecode.run import Run
 from leapdecode.types import GenerationResult, SamplingParams
 
 Prompt = str | list[dict[str, str]]
@@ -55,15 +52,15 @@ class LLM:
         self.checkpoint_dir: Path = loaded.checkpoint_dir
         self.backend = loaded.backend
         self.precision = loaded.precision  # what dtype="auto" chose; int precisions compute in bfloat16
-        self.dtype: torch.dtype = getattr(self.network, "dtype", torch.float32)
+        self.dtype: torch.dtype = self.network.dtype
         self.eos_ids = _eos_ids(loaded.checkpoint_dir, self.tokenizer)
         self.drafts = DraftModels(model, self.tokenizer, self.precision, backend)  # method "draft": loaded on first use
         self.heads = HeadStore(self.network, self.checkpoint_dir, model)  # method "eagle": a trained head
-        # What a drafter may ask for by naming it as a factory parameter (drafters/__init__.py).
-        self.drafter_resources = {"tokenizer": self.tokenizer, "load_model": self.drafts.load, "network": self.network,
-                                  "load_self": self.drafts.load_self, "load_head": self.heads.load,
-                                  "model_id": f"{self.checkpoint_dir.resolve()}@{self.precision}",
-                                  "auto_memory": AutoMemory()}  # what auto measured on earlier requests
+        self.policy = SpeculationPolicy()  # forward costs and the gate, shared by every request of this model
+        self.drafter_resources = DrafterResources(
+            network=self.network, tokenizer=self.tokenizer, load_model=self.drafts.load, load_self=self.drafts.load_self,
+            load_head=self.heads.load, model_id=f"{self.checkpoint_dir.resolve()}@{self.precision}",
+            auto_memory=AutoMemory(step=self.policy.forward))  # what auto measured on earlier requests
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
@@ -105,71 +102,6 @@ class LLM:
         if prompt_len + max_new_tokens > ctx:
             raise InvalidRequest(f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) "
                                  f"exceeds the context window of {ctx}")
-
-
-class Run:
-    """One generation in progress; iterating it yields streamed text pieces."""
-
-    def __init__(self, llm: LLM, prompt_ids: list[int], opts: GenerateOptions) -> None:
-        self.llm, self.opts, self.prompt_ids = llm, opts, prompt_ids
-        self.finisher = Finisher(llm.tokenizer, llm.eos_ids, list(opts.stop), opts.max_new_tokens)
-        self.engine: Engine | None = None
-        self.seconds = 0.0
-        self._t0 = 0.0
-
-    def __iter__(self) -> Iterator[str]:
-        """Text pieces as tokens are accepted (decoding the text costs time only when someone streams)."""
-        for _ in self.steps():
-            if piece := self.finisher.delta():
-                yield piece
-
-    def steps(self) -> Iterator[None]:
-        """Run to the end, one target forward per iteration."""
-        self.start()
-        while not self.done:
-            self.push(self.engine.step(self.budget()))
-            yield
-
-    def start(self) -> None:
-        """Build the engine: drafter, cache and the prompt's prefill."""
-        self._t0 = time.perf_counter()
-        self.engine = self._engine()
-        self.engine.stats.setup_seconds = time.perf_counter() - self._t0
-
-    @property
-    def done(self) -> bool:
-        return self.finisher.reason is not None
-
-    def budget(self) -> int:
-        """How many draft tokens could still be used: one token of the step is the target's own."""
-        return self.opts.max_new_tokens - len(self.finisher.ids) - 1
-
-    def push(self, tokens: list[int]) -> int:
-        """Hand a step's tokens to the finisher; returns how many it took (fewer once generation ends)."""
-        taken = self.finisher.push(tokens)
-        self.seconds = time.perf_counter() - self._t0
-        return taken
-
-    def _engine(self) -> Engine:
-        opts, llm = self.opts, self.llm
-        capacity = min(len(self.prompt_ids) + opts.max_new_tokens + opts.max_draft_length + 1,
-                       llm.network.max_context)
-        rng = PositionRng.for_seed(opts.sampling.seed)  # seeded runs repeat, drafts and all
-        request = {"params": opts.sampling, "gen": rng.drafting(), "capacity": capacity, "vocab": llm.network.vocab_size}
-        drafter = make_drafter(opts.method, llm.drafter_resources | request, **opts.drafter_options)
-        k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
-        if getattr(drafter, "picks_length", False):  # it sizes each draft itself: the cap only, never adapted
-            k = DraftLength(k=opts.max_draft_length, k_min=opts.max_draft_length, k_max=opts.max_draft_length)
-        return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, k, capacity, rng=rng)
-
-    def result(self) -> GenerationResult:
-        stats = self.engine.stats if self.engine else None
-        res = GenerationResult(text=self.finisher.text, token_ids=list(self.finisher.ids),
-                               finish_reason=self.finisher.reason or "length")
-        if stats:
-            res.stats = stats
-            stats.new_tokens, stats.seconds = len(self.finisher.ids), self.seconds
-        return res
 
 
 def parse_options(options: dict[str, Any]) -> GenerateOptions:

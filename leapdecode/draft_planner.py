@@ -13,11 +13,10 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from leapdecode.drafters.position_acceptance import PositionAcceptance
+from leapdecode.drafters.position_acceptance import POSITIONS, PositionAcceptance
 from leapdecode.step_cost import StepCost
 
 PRIOR = 2.0  # verifies' worth of alpha that each position's own pass rate starts from
-POSITIONS = 16  # draft positions counted apart (DraftLength's k_max is 12)
 
 
 @dataclass(slots=True)

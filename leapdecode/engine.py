@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from leapdecode.draft_length import DraftLength
 from leapdecode.drafters.base import Drafter
 from leapdecode.errors import InvalidRequest
 from leapdecode.layout import segment_layout
-from leapdecode.models.base import Segment
+from leapdecode.models.base import CausalLM, Segment
+from leapdecode.policy import RequestPolicy
 from leapdecode.sampling import PositionRng, target_probs
 from leapdecode.tree import MAX_NODES, TREES_REFUSED, TokenTree
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
@@ -20,32 +19,30 @@ from leapdecode.verify import accept_greedy, verify_sampling
 
 
 class Engine:
-    """Owns one sequence's tokens, KV cache, RNG and draft length. The drafter is opaque to it."""
+    """Owns one sequence's tokens, KV cache, RNG and speculation policy. The drafter is opaque to it."""
 
-    def __init__(self, model: Any, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
-                 draft_length: DraftLength, capacity: int, *, rng: PositionRng | None = None) -> None:
-        self.model, self.drafter, self.params, self.draft_length = model, drafter, params, draft_length
+    def __init__(self, model: CausalLM, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
+                 policy: RequestPolicy, capacity: int, *, rng: PositionRng | None = None) -> None:
+        self.model, self.drafter, self.params, self.policy = model, drafter, params, policy
         self.tokens = list(prompt_ids)
         self.cache = model.new_cache(capacity)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
         self.rng = rng if rng is not None else PositionRng.for_seed(params.seed)
-        self._observe = getattr(drafter, "observe", None)  # optional: the target's argmax at every fed row
-        self._see_features = getattr(drafter, "see_features", None)  # optional: the target's features (eagle)
         self.stats = GenerationStats()
         self._prefill()
 
     @property
     def wants_features(self) -> bool:
         """Whether the drafter reads the target's features: its forwards must return them."""
-        return self._see_features is not None
+        return self.drafter.reads_features
 
     def _prefill(self) -> None:
         """Cache every prompt token but the last, which the first step feeds with its draft."""
         n = len(self.tokens) - 1
         if n > 0:
             segment = Segment(torch.tensor(self.tokens[:n]), 0, self.cache)
-            if self._see_features is not None:
-                self._see_features(self.view, 0, self.model.forward_features([segment], logits=False)[1])
+            if self.drafter.reads_features:
+                self.drafter.see_features(self.view, 0, self.model.forward_features([segment], logits=False)[1])
             else:
                 self.model.forward_packed([segment], logits=False)
         self.cache.rollback(n)
@@ -55,7 +52,9 @@ class Engine:
         draft = self.propose(budget)
         start = time.perf_counter()
         logits, features = forward_batch(self.model, [self.segment(draft)], self.wants_features)
-        return self.settle(draft, logits, time.perf_counter() - start, features)
+        seconds = time.perf_counter() - start
+        self.policy.forward_took(draft.rows, seconds)
+        return self.settle(draft, logits, seconds, features)
 
     def propose(self, budget: int) -> Draft:
         """The drafter's guess, at most min(draft length, budget) tokens (a tree: nodes) and never past the
@@ -70,7 +69,7 @@ class Engine:
 
     def draft_k(self, budget: int) -> int:
         """How many tokens the drafter may propose this step: the draft length, the budget, the cache's room."""
-        return min(self.draft_length.k, budget, self._room())
+        return min(self.policy.draft_k(budget), self._room())
 
     def took(self, draft: Draft, seconds: float) -> Draft:
         """A draft made for this sequence in `seconds` (propose's own, or its share of a batch's drafting),
@@ -104,16 +103,16 @@ class Engine:
         forward_seconds: what the forward that produced the logits took (a batch's whole forward).
         features [rows, dim]: the target's features at the same rows, for a drafter that reads them.
 
-        A drafter with an observe(ctx, draft, predicted) method is shown the target's argmax at every fed
-        row first (predicted[0]: after the pending token, predicted[i+1]: after draft token i)."""
+        A drafter that observes is shown the target's argmax at every fed row first (predicted[0]: after
+        the pending token, predicted[i+1]: after draft token i)."""
         start = time.perf_counter()  # no sync needed: verification reads the logits, which waits for them
         predicted = self._predicted(logits)
         verdict = self._verify(draft, logits, predicted)
-        if self._observe is not None:  # before commit, so the drafter's commit can use what it saw
-            self._observe(self.view, draft, predicted)
-        if self._see_features is not None and features is not None:  # the committed rows, in order
+        if self.drafter.observes:  # before commit, so the drafter's commit can use what it saw
+            self.drafter.observe(self.view, draft, predicted)
+        if self.drafter.reads_features and features is not None:  # the committed rows, in order
             rows = features[[0, *(1 + node for node in verdict.path)]] if draft.is_tree else features
-            self._see_features(self.view, len(self.tokens) - 1, rows)
+            self.drafter.see_features(self.view, len(self.tokens) - 1, rows)
         self.stats.verify_seconds += forward_seconds + time.perf_counter() - start
         self._accept(draft, verdict)
         return verdict.tokens
@@ -121,7 +120,7 @@ class Engine:
     def _predicted(self, logits: Tensor) -> list[int] | None:
         """The target's argmax at every fed row: greedy verification reads it, and so does an observing
         drafter. One host sync, taken only when someone reads it."""
-        if self.params.greedy or self._observe is not None:
+        if self.params.greedy or self.drafter.observes:
             return logits.argmax(dim=-1).tolist()
         return None
 
@@ -142,11 +141,11 @@ class Engine:
         self.drafter.commit(self.view, verdict.accepted)
         self.stats.draft_seconds += time.perf_counter() - start
         depth = _depth(draft)
-        self.draft_length.update(depth, verdict.accepted)  # a tree was fully right at its full depth
+        self.policy.verified(depth, verdict.accepted)  # a tree was fully right at its full depth
         self.stats.count(len(draft), verdict.accepted, draft.arm, depth)
 
 
-def forward_batch(model: Any, segments: list[Segment], features: bool) -> tuple[Tensor, Tensor | None]:
+def forward_batch(model: CausalLM, segments: list[Segment], features: bool) -> tuple[Tensor, Tensor | None]:
     """Logits [sum T, V] of one packed forward, and the features [sum T, dim] where a drafter reads them."""
     if features:
         return model.forward_features(segments)  # type: ignore[no-any-return]

@@ -11,18 +11,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from leapdecode.api import Run
 from leapdecode.draft_batch import propose_together
-from leapdecode.draft_planner import Acceptance, plan_drafts
 from leapdecode.engine import forward_batch
 from leapdecode.errors import InvalidRequest, LeapError, one_line
-from leapdecode.speculation_gate import SpeculationGate
-from leapdecode.step_cost import StepCost
+from leapdecode.models.base import CausalLM
+from leapdecode.policy import SpeculationPolicy
+from leapdecode.run import Run
 from leapdecode.types import Draft, GenerationResult
 
 
@@ -64,7 +63,6 @@ class Ticket:
 
     run: Run
     emit: Callable[[Event], None]
-    acceptance: Acceptance = field(default_factory=Acceptance)
     cancelled: bool = False
     draft: Draft | None = None  # this step's verified draft
 
@@ -72,13 +70,12 @@ class Ticket:
 class Scheduler:
     """Owns the decode thread. submit() and cancel() may be called from any thread."""
 
-    def __init__(self, network: object, config: SchedulerConfig = SchedulerConfig(),
-                 on_step: Callable[[int, int, float], None] | None = None) -> None:
+    def __init__(self, network: CausalLM, config: SchedulerConfig = SchedulerConfig(),
+                 on_step: Callable[[int, int, float], None] | None = None,
+                 policy: SpeculationPolicy | None = None) -> None:
         self.network, self.config = network, config
         self.on_step = on_step  # (requests, rows, seconds) after each batched forward, for metrics
-        self.cost = StepCost()  # a batched target forward, by rows
-        self.draft_cost = StepCost(base=0.0, per_row=0.0, robust=True)  # a step's drafting, by tokens drafted
-        self.gate = SpeculationGate()
+        self.policy = policy if policy is not None else SpeculationPolicy()  # the LLM's: its costs and gate
         self._queue: deque[Ticket] = deque()
         self._running: list[Ticket] = []
         self._wake = threading.Condition()
@@ -182,14 +179,14 @@ class Scheduler:
         """One batched step for every running request: propose, plan, forward, settle."""
         start, batch = time.perf_counter(), len(self._running)
         # A batch where nobody drafts says nothing about whether drafting pays.
-        gated = self.config.adaptive and any(t.run.opts.method != "none" for t in self._running)
-        speculate = self.gate.speculate(batch) if gated else True
+        gated = self.config.adaptive and any(t.run.speculates for t in self._running)
+        speculate = self.policy.gate.speculate(batch) if gated else True
         self._propose(speculate)
         self._plan()
         logits, features, seconds = self._forward()
         tokens = self._settle(logits, features, seconds)
         if gated:
-            self.gate.observe(batch, speculate, tokens, time.perf_counter() - start)
+            self.policy.gate.observe(batch, speculate, tokens, time.perf_counter() - start)
 
     def _admit(self) -> None:
         while len(self._running) < self.config.max_batch:
@@ -217,21 +214,20 @@ class Scheduler:
         engines = [t.run.engine for t in self._running]
         budgets = [e.draft_k(t.run.budget()) if speculate else 0 for e, t in zip(engines, self._running)]
         if self.config.adaptive and len(engines) > 1 and any(budgets):
-            budgets = plan_drafts(budgets, [t.acceptance.alpha for t in self._running], self.cost,
-                                  [t.acceptance.chances(k) for t, k in zip(self._running, budgets)], self.draft_cost)
+            budgets = self.policy.plan([e.policy for e in engines], budgets, before_drafting=True)
         start = time.perf_counter()
         drafts = propose_together(engines, budgets)
         if any(budgets):
-            self.draft_cost.observe(sum(len(d) for d in drafts), time.perf_counter() - start)
+            self.policy.drafting.observe(sum(len(d) for d in drafts), time.perf_counter() - start)
         for t, draft in zip(self._running, drafts):
             t.draft = draft
 
     def _plan(self) -> None:
         if not self.config.adaptive:
             return
-        chances = [t.draft.chances or t.acceptance.chances(len(t.draft)) for t in self._running]
-        keep = plan_drafts([len(t.draft) for t in self._running], [t.acceptance.alpha for t in self._running],
-                           self.cost, chances)
+        policies = [t.run.engine.policy for t in self._running]
+        chances = [t.draft.chances or p.acceptance.chances(len(t.draft)) for t, p in zip(self._running, policies)]
+        keep = self.policy.plan(policies, [len(t.draft) for t in self._running], chances)
         for t, n in zip(self._running, keep):
             t.draft = t.draft.prefix(n)
 
@@ -243,7 +239,7 @@ class Scheduler:
         start = time.perf_counter()
         logits, feats = forward_batch(self.network, segments, features)
         rows, seconds = sum(s.tokens.shape[0] for s in segments), time.perf_counter() - start
-        self.cost.observe(rows, seconds)
+        self.policy.forward.observe(rows, seconds)
         if self.on_step is not None:
             self.on_step(len(segments), rows, seconds)
         return logits, feats, seconds
@@ -252,17 +248,12 @@ class Scheduler:
         """Verify and commit every request's share of the logits; the tokens the step yielded."""
         row = yielded = 0
         for t in self._running:
-            k = len(t.draft)
-            before = len(t.run.finisher.ids)
             # Each request waited for the whole batch's forward: its verify time, as it experienced it.
             rows = slice(row, row + t.draft.rows)
-            tokens = t.run.engine.settle(t.draft, logits[rows], seconds, None if features is None else features[rows])
+            done = t.run.settle(t.draft, logits[rows], seconds, None if features is None else features[rows])
             row += t.draft.rows
-            accepted, yielded = len(tokens) - 1, yielded + len(tokens)
-            t.acceptance.update(k, accepted)
-            t.run.push(tokens)
-            _send(t, Event(text=t.run.finisher.delta(), tokens=len(t.run.finisher.ids) - before, drafted=k,
-                           accepted=accepted))
+            yielded += done.accepted + 1
+            _send(t, Event(text=done.text, tokens=done.tokens, drafted=done.drafted, accepted=done.accepted))
         return yielded
 
     def _retire(self) -> None:
@@ -271,8 +262,7 @@ class Scheduler:
             if t.cancelled:
                 _send(t, Event(finish_reason="cancelled"))
             elif t.run.done:
-                _send(t, Event(text=t.run.finisher.delta(), finish_reason=t.run.finisher.reason,
-                             result=t.run.result()))
+                _send(t, Event(text=t.run.text(), finish_reason=t.run.finish_reason, result=t.run.result()))
             else:
                 still.append(t)
         self._running = still  # a retired request's engine, and with it its KV cache, is dropped here

@@ -23,9 +23,11 @@ class StepCost:
     robust: bool = False
     refit_every: int = 1  # observations between refits (a caller timing every step of one request batches them)
     samples: deque[tuple[int, float]] = field(default_factory=deque)
+    last: float = 0.0  # seconds of the latest observation
     _since_fit: int = field(default=0, init=False, repr=False)
 
     def observe(self, rows: int, seconds: float) -> None:
+        self.last = seconds
         self.samples.append((rows, seconds))
         if len(self.samples) > self.window:
             self.samples.popleft()

@@ -9,13 +9,14 @@ import torch
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.draft_length import DraftLength
 from leapdecode.draft_planner import Acceptance, plan_drafts
-from leapdecode.drafters import make_drafter
+from leapdecode.drafters import DrafterResources, make_drafter
 from leapdecode.drafters.auto import PLAIN, ArmDrafter, AutoDrafter, _Proposal
 from leapdecode.drafters.auto_arms import build_arms
-from leapdecode.drafters.base import NoDrafter
+from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
 from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
+from leapdecode.policy import RequestPolicy, SpeculationPolicy
 from leapdecode.scheduler import Scheduler, SchedulerConfig
 from leapdecode.step_cost import StepCost
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView
@@ -36,7 +37,7 @@ def assert_greedy(hf_model, ids: list[int], ref: list[int], out: list[int], wher
         assert gap < NEAR_TIE, f"{where} diverges at token {split}, gap {gap}"
 
 
-class Oracle:
+class Oracle(Drafter):
     """Drafts transformers' greedy continuation: every token right, or (wrong=True) every first token wrong."""
 
     def __init__(self, prompt_len: int, ref: list[int], wrong: bool = False) -> None:
@@ -49,13 +50,12 @@ class Oracle:
             guess = [t ^ 1 for t in guess]  # never the greedy token
         return Draft(tokens=torch.tensor(guess, dtype=torch.long))
 
-    def commit(self, ctx: SeqView, accepted: int) -> None:
-        pass
-
 
 def _decode(llm, drafter, ids: list[int], steps: int) -> tuple[list[int], list[int], GenerationStats]:
-    """`steps` engine steps with auto's own cap: the tokens, draft tokens verified per step, the stats."""
-    engine = Engine(llm.network, drafter, ids, SamplingParams(), DraftLength(12, 12, 12), len(ids) + 13 * steps + 1)
+    """`steps` engine steps with auto's own cap: the tokens, draft tokens verified per step, the stats. The
+    engine times its forwards into the cost auto reads, as an LLM's requests do."""
+    policy = RequestPolicy(DraftLength(12, 12, 12), shared=SpeculationPolicy(forward=drafter.memory.step))
+    engine = Engine(llm.network, drafter, ids, SamplingParams(), policy, len(ids) + 13 * steps + 1)
     out, drafted = [], []
     with torch.inference_mode():
         for _ in range(steps):
@@ -225,7 +225,7 @@ def test_layerskip_arm_comes_with_a_set_or_a_precision_and_is_lossless(llm, hf_m
     """A skip set or a cheaper precision (the search then finds the set) makes layerskip an arm; at int4
     with every layer kept it is the arm auto should lean on, and the output stays greedy."""
     def names(**given):
-        return [a.name for a in build_arms(lambda method, resources, **options: NoDrafter(), given, {})]
+        return [a.name for a in build_arms(lambda method, resources, **options: NoDrafter(), given, DrafterResources())]
 
     assert "layerskip" in names(skip_dtype="int4") and "layerskip" in names(skip_layers="3")
     assert "layerskip" not in names()

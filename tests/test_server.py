@@ -27,7 +27,7 @@ class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread, over the session's loaded model."""
 
     def __init__(self, llm, method_options=None, **config) -> None:
-        self.service = Service(llm, Scheduler(llm.network, SchedulerConfig(**config)), MODEL, "suffix", method_options)
+        self.service = Service(llm, Scheduler(llm.network, SchedulerConfig(**config), policy=llm.policy), MODEL, "suffix", method_options)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

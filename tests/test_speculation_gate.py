@@ -93,7 +93,7 @@ def test_batches_that_do_not_draft_leave_the_gate_alone(llm, prompt_ids):
     for run in runs:
         sched.submit(run, lambda ev: finished.append(ev.finish_reason) if ev.finish_reason else None)
     sched.run(keep_going=lambda: len(finished) < len(runs))
-    assert all(gate_rate == 0.0 for size in (1, 2) for gate_rate in sched.gate.rates(size))
+    assert all(gate_rate == 0.0 for size in (1, 2) for gate_rate in sched.policy.gate.rates(size))
 
 
 class _AlternatingGate(SpeculationGate):
@@ -110,7 +110,7 @@ class _AlternatingGate(SpeculationGate):
 
 def test_steps_without_drafts_keep_every_request_lossless(llm, prompt_ids):
     sched = Scheduler(llm.network, SchedulerConfig(max_batch=3))
-    sched.gate = _AlternatingGate()
+    sched.policy.gate = _AlternatingGate()
     picks = [(0, "auto"), (4, "suffix"), (7, "ngram")]
     runs = [llm.stream(prompt_ids=prompt_ids[i], method=m, max_new_tokens=32) for i, m in picks]
     drafted: list[int] = []

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from leapdecode.drafters.auto_memory import POSITIONS, ROW_SHARE, AutoMemory
+from leapdecode.drafters.auto_memory import ROW_SHARE, AutoMemory
 from leapdecode.drafters.base import Drafter
-from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
+from leapdecode.drafters.position_acceptance import POSITIONS, PositionAcceptance, match_key
 from leapdecode.errors import InvalidRequest
 from leapdecode.step_cost import StepCost
 from leapdecode.tree import TokenTree
@@ -51,7 +51,7 @@ class ArmDrafter:
     @property
     def extra_rows(self) -> int:
         """Rows its drafts add to a forward besides their tokens (Lookahead's window): paid, never accepted."""
-        return int(getattr(self.drafter, "extra_rows", 0))
+        return self.drafter.extra_rows
 
 
 @dataclass(slots=True)
@@ -97,7 +97,7 @@ class _Choice:
     probe: bool = False  # chosen to learn, not on merit
 
 
-class AutoDrafter:
+class AutoDrafter(Drafter):
     """A drafter over drafters; see the module's docstring."""
 
     picks_length = True  # its per-position estimates set the draft length: the engine gives it the cap
@@ -113,22 +113,20 @@ class AutoDrafter:
         self.gaps = {a.name: PROBE_GAPS[0] for a in arms if not a.cheap}
         self.idle = dict.fromkeys(self.gaps, 0)  # steps since each costly arm last ran
         self.since_rows = 0  # steps since one verified a draft token
-        self._rows = 0  # this step's verified rows
-        self._started = self._proposed = None  # this step's clock: propose began, propose ended (until commit)
+        self._started: float | None = None  # when this step's propose began
+        self._proposed = False  # this step drafted, and its forward is yet to be committed
         self._timed = False  # the last step was proposed and committed: its overhead can be read off the clock
         self._accounted = 0.0  # seconds of the last step that were the forward or a costly propose
         self._costs = (1.0, 0.0)  # this step's (plain step seconds, seconds per draft token): AutoMemory.step_costs
         self._drafted_by: ArmDrafter | None = None  # the arm whose draft this step verifies, until commit
-        self._readers = [a.drafter for a in arms if hasattr(a.drafter, "see_features")]
-        if self._readers:  # only then: the engine asks the target for its features where a drafter has this
-            self.see_features = self._see_features
-        if any(hasattr(a.drafter, "observe") for a in arms):  # likewise: observing costs a host sync a step
-            self.observe = self._observe
+        self._readers = [a.drafter for a in arms if a.drafter.reads_features]
+        self.reads_features = bool(self._readers)  # only then does the engine ask the target for its features
+        self.observes = any(a.drafter.observes for a in arms)  # likewise: observing costs a host sync a step
 
-    def _see_features(self, ctx: SeqView, start: int, feats: torch.Tensor) -> None:
+    def see_features(self, ctx: SeqView, start: int, feats: torch.Tensor) -> None:
         """Every arm that reads the target's features sees all of them, whichever arm drafted."""
         for reader in self._readers:
-            reader.see_features(ctx, start, feats)  # type: ignore[attr-defined]
+            reader.see_features(ctx, start, feats)
 
     def propose(self, ctx: SeqView, k: int) -> Draft:
         self._clock_overhead()
@@ -143,28 +141,26 @@ class AutoDrafter:
         self.pending += [_Proposal.of(arm, key, len(ctx.tokens), d) for arm, (key, d) in made.items() if len(d)]
         draft = made[choice.arm][1].prefix(choice.n) if choice.arm in made else Draft.empty()
         self._note_choice(choice, draft.rows - 1)
-        self._accounted, self._rows, self._proposed = costly, draft.rows, time.perf_counter()
+        self._accounted, self._proposed = costly, True
         self._drafted_by = self.arms[choice.arm] if draft.rows > 1 else None
         if draft.rows == 1:  # nothing to verify (Lookahead's window rows alone are worth feeding: they learn)
             return Draft.empty(arm=PLAIN)
         # a tree's chances are by depth, not by node: the planner must not read them per node
         return replace(draft, arm=choice.arm, chances=None if draft.is_tree else tuple(choice.chances[: len(draft)]))
 
-    def _observe(self, ctx: SeqView, draft: Draft, predicted: list[int]) -> None:
+    def observe(self, ctx: SeqView, draft: Draft, predicted: list[int]) -> None:
         """The arm that drafted sees what the target predicted at its rows (Lookahead advances its window)."""
         arm = self._drafted_by
-        if arm is not None and hasattr(arm.drafter, "observe"):
-            arm.drafter.observe(ctx, draft, predicted)  # type: ignore[attr-defined]
+        if arm is not None and arm.drafter.observes:
+            arm.drafter.observe(ctx, draft, predicted)
 
     def commit(self, ctx: SeqView, accepted: int) -> None:
         # A step the engine took without asking for a draft (a batch not speculating, no room left) is not
         # timed: neither its forward nor, on the next propose, the overhead around it.
-        self._timed = self._proposed is not None
-        if self._proposed is not None:  # in a batch: the whole batch's forward, over rows the planner may trim
-            forward = time.perf_counter() - self._proposed
-            self.memory.step.observe(self._rows, forward)
-            self._accounted += forward
-            self._proposed = None
+        self._timed = self._proposed
+        if self._proposed:  # the forward this request waited for, as timed by whoever ran it (its own, a batch's)
+            self._accounted += self.memory.step.last
+            self._proposed = False
         if self._drafted_by is not None:  # only it had a draft verified; the others ingest text on propose
             self._drafted_by.drafter.commit(ctx, accepted)
             self._drafted_by = None
@@ -252,14 +248,14 @@ class AutoDrafter:
     # --- measuring ------------------------------------------------------------------------------------
 
     def _run(self, arm: ArmDrafter, ctx: SeqView, k: int) -> tuple[int, Draft]:
-        """Propose from one arm: (key its estimates are kept under, its draft). A drafter may expose
-        match_len, the length of the match its draft copies: how far to trust it depends on that most."""
+        """Propose from one arm: (key its estimates are kept under, its draft). A model-free drafter's
+        match_len, the length of the match its draft copies, says how far to trust it most."""
         start = time.perf_counter()
         draft = arm.drafter.propose(ctx, k)
         if not arm.cheap:  # keyed 0 like the estimate it was chosen by
             self.memory.propose_cost(arm.name).observe(len(draft), time.perf_counter() - start)
             return 0, draft
-        return (match_key(getattr(arm.drafter, "match_len", 0)) if len(draft) else 0), draft
+        return (match_key(arm.drafter.match_len) if len(draft) else 0), draft
 
     def _clock_overhead(self) -> None:
         """The last step's time outside its forward and costly propose: the loop's overhead, paid whatever

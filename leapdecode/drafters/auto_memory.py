@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leapdecode.drafters.position_acceptance import PositionAcceptance
+from leapdecode.drafters.position_acceptance import POSITIONS, PositionAcceptance
 from leapdecode.step_cost import StepCost
 
-POSITIONS = 16  # draft positions tracked (the engine's draft length cap is 12 by default)
 MEMORY_DECAY = 0.995  # a few hundred observations per cell: recent requests, not the server's whole life
 OVERHEAD_SMOOTHING = 0.1  # weight of each new step's overhead in its running mean
 # A verified row costs at least this share of a plain step: a noisy fit can say rows are free, and then
@@ -22,7 +21,9 @@ class AutoMemory:
     property of the machine and model, not of a request, so it is learned once; each arm's acceptance here
     is only a prior, which a request's own observations soon outweigh."""
 
-    step: StepCost = field(default_factory=lambda: StepCost(robust=True, refit_every=8))  # forward + verify, by rows
+    # The target forward by rows: the LLM's SpeculationPolicy.forward, fed by whoever runs the forward (the
+    # engine, or the scheduler for a batch); auto only reads it.
+    step: StepCost = field(default_factory=lambda: StepCost(robust=True, refit_every=8))
     overhead: float = 0.0  # seconds per step outside the forward and any costly arm's propose
     propose: dict[str, StepCost] = field(default_factory=dict)  # costly arm -> seconds by tokens proposed
     acceptance: dict[str, PositionAcceptance] = field(default_factory=dict)  # arm -> long-run record

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 # Match lengths that start a new key: a drafter copying after a 20-token match is right far more often
 # than after a 2-token one, and auto would waste rows (or miss tokens) treating the two alike.
 MATCH_BOUNDS = (1, 2, 3, 4, 6, 8, 12, 20, 32)
+POSITIONS = 16  # draft positions counted apart; later ones are never observed (DraftLength's k_max is 12)
 
 
 def match_key(match_len: int) -> int:

@@ -57,8 +57,9 @@ K_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
-class StepCosts:
-    """Measured costs, in units of one plain decode step (a one-token forward over every layer)."""
+class SkipCosts:
+    """What layer skipping costs and saves, measured once per model by the skip search, in units of one plain
+    decode step (a one-token forward over every layer). Not the live step_cost.StepCost line."""
 
     per_layer: float  # what skipping one layer saves of a one-token forward
     verify_row: float  # what each draft token adds to the verify forward
@@ -137,7 +138,7 @@ def confidence_threshold(logits: Tensor, reference: Tensor, price: float) -> flo
 Step = tuple[list[int], float, tuple[float, int]]  # skipped layers, agreement, (expected speed, k)
 
 
-def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: StepCosts) -> tuple[list[Step], int]:
+def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: SkipCosts) -> tuple[list[Step], int]:
     """Skip one more layer per round: the one whose removal keeps agreement highest. After the first round
     only the best-scored few are re-scored (lazy greedy), so a round costs a handful of forwards."""
     candidates, score = list(range(1, total - 1)), {}
@@ -161,7 +162,7 @@ def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: StepC
     return steps, evaluated
 
 
-def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any) -> StepCosts:
+def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any) -> SkipCosts:
     """Time one-token forwards (the target's over every layer; the drafting network's over every layer and
     over half of them) and a five-token verify, after the calibration text: the fastest of a few runs
     each, so background load shows as little as possible. Both networks (maybe one) write the same slots."""
@@ -173,7 +174,7 @@ def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any) -> St
     partial = _fastest(lambda: drafting.forward(one, start, cache, layers=half))
     verify = _fastest(lambda: network.forward(five, start, cache))
     per_layer = max(draft_full - partial, 0.0) / (total - len(half)) / full
-    return StepCosts(per_layer=per_layer, verify_row=max(verify - full, 0.0) / 4 / full, draft_full=draft_full / full)
+    return SkipCosts(per_layer=per_layer, verify_row=max(verify - full, 0.0) / 4 / full, draft_full=draft_full / full)
 
 
 def _fastest(run: Callable[[], object], reps: int = 7) -> float:

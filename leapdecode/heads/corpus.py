@@ -30,11 +30,11 @@ def answers(llm: Any, count: int, max_tokens: int, seed: int = 0, cache: Path | 
             return [Sample(r["prompt_ids"], r["answer_ids"]) for r in rows]
     from leapdecode.scheduler import Scheduler, SchedulerConfig
 
-    scheduler = Scheduler(llm.network, SchedulerConfig(max_batch=16, max_queue=count, adaptive=False))
+    scheduler = Scheduler(llm.network, SchedulerConfig(max_batch=16, max_queue=count, adaptive=False), policy=llm.policy)
     runs, done = [], {}
     bar = tqdm(total=count, desc="answers", unit="prompt")
     for i, text in enumerate(instructions(count, seed)):
-        run = llm._start(text, None, False, {"method": "none", "max_new_tokens": max_tokens})
+        run = llm.stream(text, method="none", max_new_tokens=max_tokens)
         runs.append(run)
         scheduler.submit(run, _collector(i, done, bar))
     scheduler.run(keep_going=lambda: len(done) < count)
