@@ -222,36 +222,30 @@ def _arms(arms: dict[str, int]) -> str:
 
 
 def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
+    from leapdecode.drafters import required_options
+    from leapdecode.method_options import BY_NAME, check_options
+
     options: dict[str, Any] = dict(method=args.method, max_new_tokens=args.max_new_tokens,
                                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                    seed=args.seed, stop=args.stop)
-    if args.corpus:
-        if args.method != "suffix":
-            raise LeapError("--corpus goes with --method suffix")
-        options["corpus_path"] = args.corpus
-    options |= _arm_option(args, "skip_layers", "layerskip") | _arm_option(args, "skip_dtype", "layerskip")
+    given = _method_options(args)
+    check_options(args.method, given)
+    missing = [BY_NAME[name].flag for name in required_options(args.method) if name not in given]
+    if missing:
+        raise LeapError(f"--method {args.method} needs {', '.join(missing)}")
     if args.tree is not None:
-        options["tree"] = _tree_width(args.method, args.tree)
-    options |= _arm_option(args, "head", "eagle")
-    return options | _draft_model_options(args) | _lookahead_options(args)
+        given["tree"] = _tree_width(args.method, args.tree)
+    return options | given
 
 
-def _arm_option(args: argparse.Namespace, name: str, method: str) -> dict[str, Any]:
-    """The option `name` where given: for `method`, or for auto, where it makes or shapes that method's arm."""
-    value = getattr(args, name)
-    if not value:
-        return {}
-    if args.method not in (method, "auto"):
-        raise LeapError(f"--{name.replace('_', '-')} goes with --method {method} (or auto, as one of its arms)")
-    return {name: value}
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method options (method_options.py) given on the command line."""
+    from leapdecode.method_options import OPTIONS
 
-
-def _lookahead_options(args: argparse.Namespace) -> dict[str, Any]:
-    given = {name: getattr(args, name) for name in LOOKAHEAD_OPTIONS if getattr(args, name) is not None}
-    if given and args.method not in ("lookahead", "auto"):
-        raise LeapError(f"{', '.join('--' + n for n in given)}: only with --method lookahead (or auto, "
-                        f"which then adds a lookahead arm)")
-    return given
+    given = {o.name: getattr(args, o.cli or o.name) for o in OPTIONS}
+    if given["draft_dtype"] == "auto":  # the default: a draft model's precision as stored
+        del given["draft_dtype"]
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _tree_width(method: str, tree: int) -> int:
@@ -263,25 +257,10 @@ def _tree_width(method: str, tree: int) -> int:
     return tree
 
 
-def _draft_model_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.method == "draft" and not args.draft_model:
-        raise LeapError("--method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
-    if args.method not in ("draft", "auto") and (args.draft_model or args.draft_threshold is not None):
-        raise LeapError("--draft-model and --draft-threshold go with --method draft (or auto, as one of its arms)")
-    options: dict[str, Any] = {"draft_model": args.draft_model, "draft_dtype": args.draft_dtype} if args.draft_model else {}
-    if args.draft_threshold is not None:
-        options["draft_threshold"] = args.draft_threshold
-    return options
-
-
-LOOKAHEAD_OPTIONS = ("window", "ngram", "guesses")
-# not for the plain comparison
-DRAFTER_ONLY = ("corpus_path", "head", "draft_model", "draft_threshold", "draft_dtype", "skip_layers", "skip_dtype", "tree",
-                *LOOKAHEAD_OPTIONS)
-
-
 def _plain_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
-    plain_opts = {k: v for k, v in options.items() if k not in DRAFTER_ONLY} | {"method": "none"}
+    from leapdecode.method_options import BY_NAME
+
+    plain_opts = {k: v for k, v in options.items() if k not in BY_NAME and k != "tree"} | {"method": "none"}
     plain = llm.generate(prompt_ids=ids, **plain_opts)
     speedup = res.stats.tokens_per_s / plain.stats.tokens_per_s if plain.stats.tokens_per_s else 0.0
     return {"tokens_per_s": round(plain.stats.tokens_per_s, 3), "speedup": round(speedup, 3),

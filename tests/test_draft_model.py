@@ -221,7 +221,7 @@ def test_draft_method_needs_a_draft_model(llm, capsys):
     assert main(["generate", "Hi", "--method", "draft"]) == 2
     assert "--method draft needs --draft-model" in capsys.readouterr().err
     assert main(["generate", "Hi", "--method", "suffix", "--draft-model", "x"]) == 2
-    assert "go with --method draft" in capsys.readouterr().err
+    assert "--draft-model goes with --method draft" in capsys.readouterr().err
     with pytest.raises(LeapError, match="hf-assist need --draft-model"):
         BenchConfig(methods=("hf", "hf-assist"))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
+from leapdecode.method_options import accepts, misplaced
 from leapdecode.errors import LeapError
 from leapdecode.models.precision import DTYPE_CHOICES
 
@@ -22,24 +23,18 @@ TREE_VARIANT = ":tree"  # "suffix:tree": that method drafting token trees of --t
 DEFAULT_TREE = 3  # branches of a :tree variant when --tree is not given
 
 
-DTYPES = DTYPE_CHOICES
-
-
 def engine_methods() -> tuple[str, ...]:
-    """The engine's drafters, from their registry when it exists (it grows as drafters land)."""
-    try:
-        from leapdecode.drafters import DRAFTER_METHODS
-    except ImportError:
-        return ("none", "ngram", "suffix")
-    return tuple(DRAFTER_METHODS)
+    """The engine's drafters, by their registry's names (imported on call: the bench's outside workers and
+    the CLI's parser do not load the engine)."""
+    from leapdecode.drafters import DRAFTER_METHODS
+
+    return DRAFTER_METHODS
 
 
 def tree_variants() -> tuple[str, ...]:
     """"M:tree" for every engine method that can draft token trees."""
-    try:
-        from leapdecode.drafters import DRAFTER_METHODS, can_tree
-    except ImportError:
-        return ()
+    from leapdecode.drafters import DRAFTER_METHODS, can_tree
+
     return tuple(m + TREE_VARIANT for m in DRAFTER_METHODS if can_tree(m))
 
 
@@ -93,13 +88,12 @@ class BenchConfig:
         needing = [m for m in self.methods if base_method(m) in DRAFT_MODEL_METHODS]
         if needing and not self.draft_model:
             raise LeapError(f"methods {','.join(needing)} need --draft-model NAME|PATH (a smaller model, same tokenizer)")
-        if self.skip_layers and not {"layerskip", "auto"} & set(self.methods):
-            raise LeapError("--skip-layers goes with the layerskip method (or auto, as one of its arms)")
-        if self.skip_dtype and not {"layerskip", "auto"} & set(self.methods):
-            raise LeapError("--skip-dtype goes with the layerskip method (or auto, as one of its arms)")
+        for name in ("skip_layers", "skip_dtype"):
+            if getattr(self, name) and not any(accepts(base_method(m), name) for m in self.methods):
+                raise LeapError(misplaced(name))
         self._check_llamacpp_draft()
-        if self.dtype not in DTYPES:
-            raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPE_CHOICES)}")
 
     def _check_llamacpp_draft(self) -> None:
         given = [v for v in (self.llamacpp_draft_max, self.llamacpp_draft_min) if v is not None]
@@ -134,7 +128,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench-out/<prompts>)")
-    parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults.dtype)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (torch and llama.cpp)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up prompts")
     parser.add_argument("--draft-model", default=None, help="draft, hf-assist and llamacpp-draft: the draft model (name or path)")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leapdecode.drafters.auto import PLAIN, ArmDrafter
 from leapdecode.drafters.base import Drafter
+from leapdecode.method_options import options_of
+from leapdecode.drafters.resources import DrafterResources
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import SamplingParams
 
@@ -17,8 +19,7 @@ class Arm:
     method: str  # a name make_drafter knows
     cheap: bool = False  # model-free: auto proposes it every step and scores it for free
     options: Mapping[str, Any] = field(default_factory=dict)  # fixed options of the method
-    takes: tuple[str, ...] = ()  # auto's own options passed on to the method when the request gives them
-    needs: tuple[str, ...] = ()  # of which one must be given, else the arm is left out
+    needs: tuple[str, ...] = ()  # of the options it takes, one must be given, else the arm is left out
     name: str = ""  # what stats and `arms=` call it; the method's name by default
     opt_in: bool = False  # left out unless `arms=` names it or the request gives one of the options it takes
 
@@ -26,22 +27,27 @@ class Arm:
     def label(self) -> str:
         return self.name or self.method
 
+    @property
+    def takes(self) -> tuple[str, ...]:
+        """The request's options passed on to the method: its arm options in method_options.OPTIONS."""
+        return options_of(self.method, arms_only=True)
+
 
 ARMS: tuple[Arm, ...] = (
     Arm("suffix", cheap=True),
     Arm("ngram", cheap=True),
-    Arm("draft", takes=("draft_model", "draft_threshold", "draft_dtype"), needs=("draft_model",)),
+    Arm("draft", needs=("draft_model",)),
     # a set given, or a cheaper precision to draft at (the search then finds the set, once per model)
-    Arm("layerskip", takes=("skip_layers", "skip_dtype"), needs=("skip_layers", "skip_dtype")),
-    Arm("eagle", takes=("head",), needs=("head",)),  # head None (Python): the model's own trained head
+    Arm("layerskip", needs=("skip_layers", "skip_dtype")),
+    Arm("eagle", needs=("head",)),  # head None (Python): the model's own trained head
     # Its window's rows cost compute on every step it runs: worth it where a forward's rows come nearly free
     # (a GPU), rarely on a CPU, so auto runs it only when asked to.
-    Arm("lookahead", takes=("window", "ngram", "guesses"), opt_in=True),
+    Arm("lookahead", opt_in=True),
 )
 AUTO_OPTIONS = tuple(sorted({o for arm in ARMS for o in arm.takes}))  # ("draft_model", ...)
 
 
-def build_arms(make: Callable[..., Drafter], given: Mapping[str, Any], resources: Mapping[str, Any],
+def build_arms(make: Callable[..., Drafter], given: Mapping[str, Any], resources: DrafterResources,
                only: str | Sequence[str] | None = None) -> list[ArmDrafter]:
     """The arms this request can run: every one whose needed options are given (or those named in `only`).
 
@@ -55,7 +61,7 @@ def build_arms(make: Callable[..., Drafter], given: Mapping[str, Any], resources
         arms = _named(arms, only)
     else:
         arms = [a for a in arms if not a.opt_in or any(o in given for o in a.takes)]
-    drafting = dict(resources) | {"params": SamplingParams()}
+    drafting = replace(resources, params=SamplingParams())
     return [ArmDrafter(a.label, make(a.method, drafting, **dict(a.options), **_taken(a, given)), a.cheap)
             for a in arms]
 

@@ -47,27 +47,29 @@ def build_app(config: ServerConfig):
     from leapdecode.server.service import Service
 
     llm = LLM(config.model, dtype=config.dtype, threads=config.threads)
-    scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive))
-    method_options = {}
+    scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive),
+                          policy=llm.policy)
+    service = Service(llm, scheduler, config.served_name or config.model, config.method, _method_options(config))
     if config.draft_model:
         llm.drafts.load(config.draft_model, config.draft_dtype)  # load (and check its tokenizer) now
-        draft = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype}
-        method_options["draft"] = draft
-        method_options["auto"] = dict(draft)  # an arm auto may choose
-    skip = {k: v for k, v in (("skip_layers", config.skip_layers), ("skip_dtype", config.skip_dtype)) if v}
-    if skip or config.method == "layerskip":
-        method_options["layerskip"] = skip
-        if skip:  # auto's layerskip arm needs a set or a precision given
-            method_options["auto"] = method_options.get("auto", {}) | skip
+    if config.skip_layers or config.skip_dtype or config.method == "layerskip":
         # load the drafting weights and run (or read) the skip search now, not in the first request
-        llm.generate(prompt_ids=llm.encode("Hello"), method="layerskip", max_new_tokens=2, **skip)
-    if config.tree:  # every method that can tree does, whichever a request names
-        from leapdecode.drafters import DRAFTER_METHODS, can_tree
-
-        for m in filter(can_tree, DRAFTER_METHODS):
-            method_options[m] = method_options.get(m, {}) | {"tree": config.tree}
-    service = Service(llm, scheduler, config.served_name or config.model, config.method, method_options)
+        llm.generate(prompt_ids=llm.encode("Hello"), method="layerskip", max_new_tokens=2,
+                     **service.method_options["layerskip"])
     return create_app(service, config.shutdown_grace)
+
+
+def _method_options(config: ServerConfig) -> dict[str, dict[str, object]]:
+    """The server's own options, per method that takes them (method_options.py): what a request
+    naming that method runs with. With a tree width, every method that can tree does."""
+    from leapdecode.drafters import DRAFTER_METHODS, can_tree
+    from leapdecode.method_options import for_method
+
+    given = {"draft_model": config.draft_model, "draft_dtype": config.draft_dtype if config.draft_model else None,
+             "skip_layers": config.skip_layers, "skip_dtype": config.skip_dtype}
+    given = {k: v for k, v in given.items() if v}
+    tree = {"tree": config.tree} if config.tree else {}
+    return {m: for_method(m, given) | (tree if can_tree(m) else {}) for m in DRAFTER_METHODS}
 
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
