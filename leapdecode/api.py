@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
+from leapdecode.decode.run import Run
 from leapdecode.drafters import AutoMemory, DrafterResources
 from leapdecode.errors import InvalidRequest
 from leapdecode.heads.head_store import HeadStore
 from leapdecode.models.draft_models import DraftModels
 from leapdecode.models.loader import load_model
-from leapdecode.policy import SpeculationPolicy
-from leapdecode.run import Run
+from leapdecode.policy.speculation import SpeculationPolicy
 from leapdecode.types import GenerationResult, SamplingParams
 
 Prompt = str | list[dict[str, str]]

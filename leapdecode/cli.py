@@ -250,7 +250,7 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _tree_width(method: str, tree: int) -> int:
     """--tree, checked before the model loads: a width for a method that can tree."""
-    from leapdecode.tree import tree_width
+    from leapdecode.decode.tree import tree_width
 
     if tree_width(tree) and method not in _tree_methods():
         raise LeapError(f"method {method} cannot propose token trees (--tree goes with {' or '.join(_tree_methods())})")

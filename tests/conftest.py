@@ -64,8 +64,9 @@ def hf_next_logits(hf_model, ids: list[int]) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> tuple[str, str]:
     """(target, draft): tiny random qwen2 checkpoint directories sharing SmolLM2's tokenizer (tests/tiny_qwen.py)."""
-    from leapdecode.models.loader import resolve_source
     from tiny_qwen import build_pair
+
+    from leapdecode.models.loader import resolve_source
 
     target, draft = build_pair(tmp_path_factory.mktemp("tiny-qwen2"), resolve_source("smollm2-135m").checkpoint_dir)
     return str(target), str(draft)

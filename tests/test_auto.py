@@ -6,19 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.bench.divergence import first_difference, top2_gap
-from leapdecode.draft_length import DraftLength
-from leapdecode.draft_planner import Acceptance, plan_drafts
+from leapdecode.decode.engine import Engine
 from leapdecode.drafters import DrafterResources, make_drafter
-from leapdecode.drafters.auto import PLAIN, ArmDrafter, AutoDrafter, _Proposal
-from leapdecode.drafters.auto_arms import build_arms
+from leapdecode.drafters.auto.arms import build_arms
+from leapdecode.drafters.auto.drafter import PLAIN, ArmDrafter, AutoDrafter, _Proposal
+from leapdecode.drafters.auto.position_acceptance import PositionAcceptance, match_key
 from leapdecode.drafters.base import Drafter, NoDrafter
-from leapdecode.drafters.position_acceptance import PositionAcceptance, match_key
-from leapdecode.engine import Engine
 from leapdecode.errors import InvalidRequest
-from leapdecode.policy import RequestPolicy, SpeculationPolicy
-from leapdecode.scheduler import Scheduler, SchedulerConfig
-from leapdecode.step_cost import StepCost
+from leapdecode.policy.draft_length import DraftLength
+from leapdecode.policy.draft_planner import Acceptance, plan_drafts
+from leapdecode.policy.speculation import RequestPolicy, SpeculationPolicy
+from leapdecode.policy.step_cost import StepCost
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView
 from tests.conftest import PROMPTS, hf_next_logits
 

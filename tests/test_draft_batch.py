@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.drafters import LayerSkipDrafter, SkipLayers
-from leapdecode.scheduler import Scheduler, SchedulerConfig
 from leapdecode.types import SeqView
 
 SKIP = "3,5,25"

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from leapdecode.bench.divergence import first_difference, top2_gap
+from leapdecode.decode.sampling import target_probs
+from leapdecode.decode.verify import verify_sampling
 from leapdecode.drafters.draft_model import (
     DraftModelConfig,
     DraftModelDrafter,
@@ -22,10 +24,8 @@ from leapdecode.drafters.draft_model import (
     fit_width,
 )
 from leapdecode.errors import InvalidRequest, LeapError
-from leapdecode.kv import KVCache
-from leapdecode.sampling import target_probs
+from leapdecode.models.kv import KVCache
 from leapdecode.types import SamplingParams, SeqView
-from leapdecode.verify import verify_sampling
 from tests.conftest import PROMPTS, hf_next_logits
 from tests.test_sampling import SETTINGS, TV_TOL, N, _tv, assert_kept_as_often_as, tolerance
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.cli import main
 from leapdecode.errors import InvalidRequest
@@ -18,7 +19,6 @@ from leapdecode.heads.training import TrainConfig, _step_masks, examples, fit_he
 from leapdecode.models.base import Segment
 from leapdecode.models.registry import KNOWN_MODELS, fetch_known
 from leapdecode.paths import cache_dir
-from leapdecode.scheduler import Scheduler, SchedulerConfig
 from tests.conftest import PROMPTS, hf_next_logits
 
 NEW = 48

@@ -12,8 +12,8 @@ from leapdecode.api import LLM
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.cli import main
 from leapdecode.drafters import LayerSkipDrafter, SkipLayers, make_drafter
-from leapdecode.drafters import skip_store
-from leapdecode.drafters.skip_search import SkipCosts, _eliminate
+from leapdecode.drafters.layerskip import store as skip_store
+from leapdecode.drafters.layerskip.search import SkipCosts, _eliminate
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import SeqView
 from tests.conftest import PROMPTS, hf_next_logits
@@ -222,7 +222,7 @@ def test_int4_weights_may_skip_no_layer_and_stay_lossless(llm, hf_model, prompt_
 def test_confidence_threshold_is_read_from_measured_agreement():
     """Positions the draft is unsure of (low top probability) but still right about do not raise the cut-off;
     a low-confidence tail that is mostly wrong sets it just where that tail ends."""
-    from leapdecode.drafters.skip_search import confidence_threshold
+    from leapdecode.drafters.layerskip.search import confidence_threshold
 
     sure, unsure = torch.tensor([8.0, 0.0, 0.0]), torch.tensor([0.5, 0.0, 0.0])  # top probability ~1 / ~0.45
     logits = torch.stack([unsure] * 4 + [sure] * 4)

@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from leapdecode.api import LLM
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.cli import main
-from leapdecode.draft_length import DraftLength
+from leapdecode.decode.engine import Engine
+from leapdecode.decode.layout import segment_layout
 from leapdecode.drafters import DrafterResources, JacobiDrafter, LookaheadDrafter, make_drafter
 from leapdecode.drafters.jacobi import jacobi_update
-from leapdecode.drafters.lookahead_window import LookaheadWindow
-from leapdecode.drafters.ngram_pool import NgramPool
-from leapdecode.engine import Engine
-from leapdecode.policy import RequestPolicy
+from leapdecode.drafters.lookahead.ngram_pool import NgramPool
+from leapdecode.drafters.lookahead.window import LookaheadWindow
 from leapdecode.errors import InvalidRequest
-from leapdecode.layout import segment_layout
-from leapdecode.scheduler import Scheduler, SchedulerConfig
+from leapdecode.policy.draft_length import DraftLength
+from leapdecode.policy.speculation import RequestPolicy
 from leapdecode.types import Draft, SamplingParams, SeqView
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
 

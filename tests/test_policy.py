@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.drafters.base import Drafter
-from leapdecode.scheduler import Scheduler, SchedulerConfig
 from leapdecode.types import Draft, SeqView
 
 DEPTH, NEW = 3, 13
@@ -33,7 +33,7 @@ class TreeOracle(Drafter):
 @pytest.fixture
 def oracle(monkeypatch, prompt_ids, hf_greedy):
     drafter = TreeOracle(len(prompt_ids[0]), hf_greedy[0])
-    monkeypatch.setattr("leapdecode.run.make_drafter", lambda *args, **kwargs: drafter)
+    monkeypatch.setattr("leapdecode.decode.run.make_drafter", lambda *args, **kwargs: drafter)
     return drafter
 
 

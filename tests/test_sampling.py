@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leapdecode.sampling import PositionRng, sample, target_probs
+from leapdecode.decode.sampling import PositionRng, sample, target_probs
+from leapdecode.decode.verify import verify_sampling
 from leapdecode.types import Draft, SamplingParams
-from leapdecode.verify import verify_sampling
 
 N, TV_TOL = 20000, 0.03
 SETTINGS = [SamplingParams(temperature=1.0), SamplingParams(temperature=0.7),

@@ -14,9 +14,9 @@ import httpx
 import openai
 import pytest
 import uvicorn
-
 from conftest import NEW_TOKENS, PROMPTS
-from leapdecode.scheduler import Scheduler, SchedulerConfig
+
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.server.app import create_app
 from leapdecode.server.service import Service
 

@@ -9,7 +9,6 @@ import threading
 
 import httpx
 import pytest
-
 from test_server import MODEL, LiveServer
 
 PROMPT = "List ten fruits, one per line."

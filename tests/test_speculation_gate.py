@@ -3,8 +3,8 @@ A batch whose steps switch speculation on and off still gives every request its 
 
 from __future__ import annotations
 
-from leapdecode.scheduler import Scheduler, SchedulerConfig
-from leapdecode.speculation_gate import EARLY_STEPS, LOOK_EVERY, TRY_STEPS, SpeculationGate
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
+from leapdecode.policy.speculation_gate import EARLY_STEPS, LOOK_EVERY, TRY_STEPS, SpeculationGate
 
 
 def _drive(gate: SpeculationGate, batch: int, steps: int, on_rate: float, off_rate: float) -> list[bool]:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from leapdecode.stopping import HALF_CHAR, Finisher
+from leapdecode.decode.stopping import HALF_CHAR, Finisher
 
 TEXT = ("Héllo wörld! 你好，世界。こんにちは 🦉🦉‍🔥 👩‍👩‍👧‍👦 Ελληνικά — русский текст, العربية, हिन्दी. "
         "Ça va? 🎉 The owl's eyes don't move; it turns its head instead. 数字：一二三四五。 ✅ done.\n")

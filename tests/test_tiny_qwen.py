@@ -14,9 +14,9 @@ from collections import Counter
 
 import pytest
 import torch
+from tiny_qwen import PAD_ROWS
 
 from leapdecode.api import LLM
-from tiny_qwen import PAD_ROWS
 
 PROMPTS = ["Write a Python function that checks whether a number is prime.",
            "Tell me a short story about a dragon who is afraid of fire.",

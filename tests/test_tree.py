@@ -18,20 +18,20 @@ import pytest
 import torch
 
 from leapdecode.api import Run
+from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 from leapdecode.bench import BenchConfig, add_bench_arguments, bench_config_from_args
 from leapdecode.bench.contenders import build_contenders
 from leapdecode.bench.divergence import first_difference, top2_gap
 from leapdecode.bench.harness import drafter_options
+from leapdecode.decode.sampling import target_probs
+from leapdecode.decode.tree import MAX_NODES, TokenTree, from_branches
+from leapdecode.decode.verify import accept_greedy, verify_sampling
 from leapdecode.drafters import DrafterResources, can_tree, make_drafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.errors import InvalidRequest, LeapError
-from leapdecode.models.hf_adapter import HFAdapter
 from leapdecode.models.base import Segment
-from leapdecode.sampling import target_probs
-from leapdecode.scheduler import Scheduler, SchedulerConfig
-from leapdecode.tree import MAX_NODES, TokenTree, from_branches
+from leapdecode.models.hf_adapter import HFAdapter
 from leapdecode.types import Draft, SamplingParams, SeqView, Verdict
-from leapdecode.verify import accept_greedy, verify_sampling
 from tests.conftest import NEW_TOKENS, PROMPTS, hf_next_logits
 from tests.test_draft_model import truncated  # noqa: F401 (a fixture: the model cut to its first layers)
 from tests.test_sampling import TV_TOL, _tv

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
-from leapdecode.method_options import accepts, misplaced
 from leapdecode.errors import LeapError
+from leapdecode.method_options import accepts, misplaced
 from leapdecode.models.precision import DTYPE_CHOICES
 
 HF_METHODS = ("hf", "hf-pld", "hf-assist")  # transformers generate(): plain greedy, prompt lookup, assistant model

@@ -7,22 +7,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leapdecode.drafters.auto import AutoDrafter
-from leapdecode.drafters.auto_arms import build_arms
-from leapdecode.drafters.auto_memory import AutoMemory
+from leapdecode.decode.tree import TREES_REFUSED, tree_width
+from leapdecode.drafters.auto.arms import build_arms
+from leapdecode.drafters.auto.drafter import AutoDrafter
+from leapdecode.drafters.auto.memory import AutoMemory
 from leapdecode.drafters.base import Drafter, NoDrafter
 from leapdecode.drafters.draft_model import DraftModelConfig, DraftModelDrafter
 from leapdecode.drafters.eagle import EagleDrafter
 from leapdecode.drafters.jacobi import JacobiDrafter
-from leapdecode.drafters.layerskip import LayerSkipDrafter
-from leapdecode.drafters.lookahead import LookaheadDrafter
+from leapdecode.drafters.layerskip.drafter import LayerSkipDrafter
+from leapdecode.drafters.layerskip.skip_layers import SkipLayers
+from leapdecode.drafters.layerskip.store import found_skip_layers
+from leapdecode.drafters.lookahead.drafter import LookaheadDrafter
 from leapdecode.drafters.ngram import NgramDrafter
 from leapdecode.drafters.resources import DrafterResources
-from leapdecode.drafters.skip_layers import SkipLayers
-from leapdecode.drafters.skip_store import found_skip_layers
 from leapdecode.drafters.suffix import SuffixDrafter
 from leapdecode.errors import InvalidRequest
-from leapdecode.tree import TREES_REFUSED, tree_width
 
 if TYPE_CHECKING:
     from leapdecode.models.base import CausalLM

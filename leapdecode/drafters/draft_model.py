@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from leapdecode.decode.sampling import sample, target_probs
+from leapdecode.decode.tree import tree_width
 from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.draft_tree import DraftTree
 from leapdecode.errors import InvalidRequest
-from leapdecode.sampling import sample, target_probs
-from leapdecode.tree import tree_width
+from leapdecode.models.base import CausalLM
 from leapdecode.types import Draft, SamplingParams, SeqView
 
 # New committed tokens fed in one logits forward; a longer catch-up (the prompt) first fills the cache
@@ -49,7 +49,7 @@ class DraftModelDrafter(Drafter):
     trees must be, since each node is a ranked guess rather than a draw.
     """
 
-    def __init__(self, network: Any, cfg: DraftModelConfig, params: SamplingParams, gen: torch.Generator) -> None:
+    def __init__(self, network: CausalLM, cfg: DraftModelConfig, params: SamplingParams, gen: torch.Generator) -> None:
         self.net, self.cfg, self.params, self.gen = network, cfg, params, gen
         self.limit = min(cfg.capacity, network.max_context)  # slots this drafter may ever fill
         self.cache = network.new_cache(self.limit)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from leapdecode.tree import best_first, subtree
+from leapdecode.decode.tree import best_first, subtree
 from leapdecode.types import Draft
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from leapdecode.decode.tree import tree_width
 from leapdecode.drafters.base import Drafter
 from leapdecode.drafters.draft_tree import DraftTree
 from leapdecode.heads.head_network import HeadNetwork
-from leapdecode.tree import tree_width
 from leapdecode.types import Draft, SeqView
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from leapdecode.decode.tree import from_branches, tree_width
 from leapdecode.drafters.base import Drafter, Mark, continuation, history_mark
 from leapdecode.errors import InvalidRequest
-from leapdecode.tree import from_branches, tree_width
 from leapdecode.types import Draft, SeqView
 
 

@@ -11,7 +11,7 @@ from leapdecode.types import SamplingParams
 if TYPE_CHECKING:
     import torch
 
-    from leapdecode.drafters.auto_memory import AutoMemory
+    from leapdecode.drafters.auto.memory import AutoMemory
     from leapdecode.models.base import CausalLM
 
 

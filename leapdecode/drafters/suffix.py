@@ -8,9 +8,9 @@ from typing import Protocol
 
 import torch
 
+from leapdecode.decode.tree import from_branches, tree_width
 from leapdecode.drafters.base import Drafter, Mark, continuation, history_mark
 from leapdecode.errors import InvalidRequest
-from leapdecode.tree import from_branches, tree_width
 from leapdecode.types import Draft, SeqView
 
 Match = tuple[int, list[int]]  # (match length, the tokens that followed that occurrence)

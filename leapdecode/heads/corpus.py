@@ -28,7 +28,7 @@ def answers(llm: Any, count: int, max_tokens: int, seed: int = 0, cache: Path | 
         rows = [json.loads(line) for line in cache.read_text().splitlines()]
         if len(rows) == count and all(len(r["answer_ids"]) <= max_tokens for r in rows):
             return [Sample(r["prompt_ids"], r["answer_ids"]) for r in rows]
-    from leapdecode.scheduler import Scheduler, SchedulerConfig
+    from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
 
     scheduler = Scheduler(llm.network, SchedulerConfig(max_batch=16, max_queue=count, adaptive=False), policy=llm.policy)
     runs, done = [], {}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leapdecode.heads.head import DraftHead
-from leapdecode.kv import KVCache
+from leapdecode.models.kv import KVCache
 from leapdecode.models.linear import make_linear
 from leapdecode.models.llama import rope, rope_tables
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from leapdecode.errors import InvalidRequest
 from leapdecode.heads.head import DraftHead
 from leapdecode.heads.head_network import HeadNetwork
+from leapdecode.models.base import CausalLM
 from leapdecode.paths import cache_dir
 
 
@@ -19,7 +19,7 @@ def default_head_path(checkpoint_dir: Path) -> Path:
 class HeadStore:
     """load(path) -> the head's inference network for this target, built once per path."""
 
-    def __init__(self, network: Any, checkpoint_dir: Path, model_name: str) -> None:
+    def __init__(self, network: CausalLM, checkpoint_dir: Path, model_name: str) -> None:
         self.network, self.checkpoint_dir, self.model_name = network, checkpoint_dir, model_name
         self._loaded: dict[Path, HeadNetwork] = {}
 

@@ -4,7 +4,7 @@
 // 16-row weight tile once per call and applies it to every activation row, so 8 rows cost little more
 // than one.
 //
-// Weights are repacked once at load (leapdecode/models/int4_layout.py): tiles of 16 output rows, and per
+// Weights are repacked once at load (leapdecode/models/int4_tiles.py): tiles of 16 output rows, and per
 // tile and 32-column group 320 bytes: 256 bytes of nibbles, then 16 fp16 scales, then 16 fp16 offsets
 // (w = q * scale + offset, q in 0..15). Nibble byte (v, n, j) of a group holds q[n, 4v + j] in its low
 // half and q[n, 16 + 4v + j] in its high half: one 64-byte load feeds two VNNI steps of 16 rows each.

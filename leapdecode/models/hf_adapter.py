@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from leapdecode.decode.tree import TREES_REFUSED
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.base import Segment
-from leapdecode.tree import TREES_REFUSED
 
 
 class HFCache:

@@ -12,7 +12,6 @@ from torch import Tensor
 
 from leapdecode.errors import ModelLoadError
 from leapdecode.kernels import fused_kernels
-from leapdecode.kv import KVCache
 from leapdecode.models.attention import (
     ATTENTION_BUCKET,
     attend_grouped,
@@ -20,6 +19,7 @@ from leapdecode.models.attention import (
 )
 from leapdecode.models.base import Segment
 from leapdecode.models.blocks import Blocks, as_float, cat_rows
+from leapdecode.models.kv import KVCache
 from leapdecode.models.linear import make_linear
 from leapdecode.models.precision import activation_dtype
 

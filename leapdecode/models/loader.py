@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from leapdecode.errors import ModelLoadError, one_line
+from leapdecode.models.base import CausalLM
 from leapdecode.models.convert import converted_dir, metadata_dir
 from leapdecode.models.gguf_weights import read_gguf_weights
 from leapdecode.models.llama import SUPPORTED, LlamaModel, LlamaShape
@@ -24,7 +25,7 @@ from leapdecode.models.registry import KNOWN_MODELS, fetch_known
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    network: Any  # a CausalLM (models/base.py)
+    network: CausalLM
     tokenizer: Any
     checkpoint_dir: Path
     backend: str  # "leapdecode" (our llama code) or "transformers"

@@ -33,7 +33,7 @@ class ServerConfig:
             raise InvalidRequest("method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
         if self.shutdown_grace < 0:
             raise InvalidRequest("shutdown_grace must be >= 0")
-        from leapdecode.tree import tree_width
+        from leapdecode.decode.tree import tree_width
 
         tree_width(self.tree)
 
@@ -42,7 +42,7 @@ def build_app(config: ServerConfig):
     """Load the model and wire LLM -> Scheduler -> Service -> FastAPI app (the scheduler starts with the app,
     in a thread of its own, unless the caller runs it: see serve())."""
     from leapdecode.api import LLM
-    from leapdecode.scheduler import Scheduler, SchedulerConfig
+    from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
     from leapdecode.server.app import create_app
     from leapdecode.server.service import Service
 

@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from leapdecode.api import Run
+from leapdecode.batching.scheduler import QueueFull, ShuttingDown
 from leapdecode.errors import LeapError
-from leapdecode.scheduler import QueueFull, ShuttingDown
 from leapdecode.server.protocol import ChatRequest, CompletionRequest
 from leapdecode.server.service import Service, Subscription, UnknownModel
 

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from leapdecode.api import LLM, Run
+from leapdecode.batching.scheduler import Event, Scheduler
 from leapdecode.drafters import DRAFTER_METHODS, required_options
 from leapdecode.errors import InvalidRequest
-from leapdecode.scheduler import Event, Scheduler
 from leapdecode.server.metrics import Metrics
 from leapdecode.server.protocol import ChatRequest, CompletionRequest
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from leapdecode.draft_length import DraftLength
-from leapdecode.draft_planner import Acceptance, plan_drafts
-from leapdecode.speculation_gate import SpeculationGate
-from leapdecode.step_cost import StepCost
+from leapdecode.policy.draft_length import DraftLength
+from leapdecode.policy.draft_planner import Acceptance, plan_drafts
+from leapdecode.policy.speculation_gate import SpeculationGate
+from leapdecode.policy.step_cost import StepCost
 
 
 class SpeculationPolicy:

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leapdecode.drafters.skip_layers import SkipLayers
-from leapdecode.drafters.skip_search import calibration_ids, search_skip_layers
+from leapdecode.drafters.layerskip.search import calibration_ids, search_skip_layers
+from leapdecode.drafters.layerskip.skip_layers import SkipLayers
 from leapdecode.errors import InvalidRequest
+from leapdecode.models.base import CausalLM
 from leapdecode.paths import cache_dir
 
 VERSION = 3  # bump when the search changes, so old answers are searched again
@@ -21,7 +22,7 @@ def store_path() -> Path:
     return cache_dir() / "layerskip.json"
 
 
-def found_skip_layers(network: Any, tokenizer: Any, model_id: str, drafting: Any = None,
+def found_skip_layers(network: CausalLM, tokenizer: Any, model_id: str, drafting: CausalLM | None = None,
                       draft_dtype: str | None = None) -> tuple[SkipLayers, int, float]:
     """The stored set for model_id, the draft length it is best at and the confidence below which a draft
     token does not pay, else a search now (announced on stderr, then stored). drafting: the target's own

@@ -7,15 +7,15 @@ import time
 import torch
 from torch import Tensor
 
+from leapdecode.decode.layout import segment_layout
+from leapdecode.decode.sampling import PositionRng, target_probs
+from leapdecode.decode.tree import MAX_NODES, TREES_REFUSED, TokenTree
+from leapdecode.decode.verify import accept_greedy, verify_sampling
 from leapdecode.drafters.base import Drafter
 from leapdecode.errors import InvalidRequest
-from leapdecode.layout import segment_layout
 from leapdecode.models.base import CausalLM, Segment
-from leapdecode.policy import RequestPolicy
-from leapdecode.sampling import PositionRng, target_probs
-from leapdecode.tree import MAX_NODES, TREES_REFUSED, TokenTree
+from leapdecode.policy.speculation import RequestPolicy
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
-from leapdecode.verify import accept_greedy, verify_sampling
 
 
 class Engine:

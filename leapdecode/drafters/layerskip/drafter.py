@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from leapdecode.drafters.base import Drafter
-from leapdecode.drafters.skip_layers import SkipLayers
+from leapdecode.drafters.layerskip.skip_layers import SkipLayers
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.base import Segment
 from leapdecode.types import Draft, SeqView

@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from leapdecode.decode.tree import from_branches
 from leapdecode.drafters.base import Drafter
-from leapdecode.drafters.lookahead_window import LookaheadWindow
-from leapdecode.drafters.ngram_pool import NgramPool
+from leapdecode.drafters.lookahead.ngram_pool import NgramPool
+from leapdecode.drafters.lookahead.window import LookaheadWindow
 from leapdecode.errors import InvalidRequest
 from leapdecode.models.llama import PACKED_MAX_ROWS
-from leapdecode.tree import from_branches
 from leapdecode.types import Draft, ExtraRows, SeqView
 
 
@@ -20,7 +20,7 @@ class LookaheadDrafter(Drafter):
 
     Verification branch: up to `guesses` n-grams from the pool that start with the last committed token;
     their (ngram - 1)-token continuations are the draft, a token tree (shared prefixes merged, the most
-    recently seen first) within the engine's node budget. Lookahead branch: the window (lookahead_window.py)
+    recently seen first) within the engine's node budget. Lookahead branch: the window (window.py)
     as extra rows, `window` columns by ngram - 1 levels of Jacobi guesses that the same forward iterates;
     its trajectories yield new n-grams for the pool. The pool also starts with the prompt's own n-grams and
     takes the committed text's, which on a small model is where most accepted drafts come from.

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from leapdecode.drafters.skip_layers import SkipLayers
+from leapdecode.drafters.layerskip.skip_layers import SkipLayers
+from leapdecode.models.base import CausalLM
 
 # Varied on purpose (prose, code, a list, an explanation, dialogue): the set must suit any request.
 CALIBRATION_TEXT = """\
@@ -91,7 +92,7 @@ def calibration_ids(tokenizer: Any) -> list[int]:
     return list(tokenizer.encode(CALIBRATION_TEXT))[:CALIBRATION_TOKENS]
 
 
-def search_skip_layers(network: Any, ids: Sequence[int], drafting: Any = None) -> SearchResult:
+def search_skip_layers(network: CausalLM, ids: Sequence[int], drafting: CausalLM | None = None) -> SearchResult:
     """Greedy elimination over the calibration ids; the result with the best expected speed on the way.
     drafting: the network whose layers draft (the target's own weights at another precision); None: network."""
     t0 = time.perf_counter()
@@ -162,7 +163,7 @@ def _eliminate(total: int, agreement: Callable[[list[int]], float], costs: SkipC
     return steps, evaluated
 
 
-def measure_costs(network: Any, tokens: Tensor, cache: Any, drafting: Any) -> SkipCosts:
+def measure_costs(network: CausalLM, tokens: Tensor, cache: Any, drafting: CausalLM) -> SkipCosts:
     """Time one-token forwards (the target's over every layer; the drafting network's over every layer and
     over half of them) and a five-token verify, after the calibration text: the fastest of a few runs
     each, so background load shows as little as possible. Both networks (maybe one) write the same slots."""

@@ -13,8 +13,8 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from leapdecode.drafters.position_acceptance import POSITIONS, PositionAcceptance
-from leapdecode.step_cost import StepCost
+from leapdecode.drafters.auto.position_acceptance import POSITIONS, PositionAcceptance
+from leapdecode.policy.step_cost import StepCost
 
 PRIOR = 2.0  # verifies' worth of alpha that each position's own pass rate starts from
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Sequence
 
-from leapdecode.engine import Engine
+from leapdecode.decode.engine import Engine
 from leapdecode.types import Draft
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from leapdecode.tree import TokenTree
+from leapdecode.decode.tree import TokenTree
 from leapdecode.types import Draft, ExtraRows
 
 

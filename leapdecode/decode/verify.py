@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from leapdecode.sampling import sample
-from leapdecode.tree import TokenTree
+from leapdecode.decode.sampling import sample
+from leapdecode.decode.tree import TokenTree
 from leapdecode.types import Draft, Verdict
 
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from leapdecode.drafters.auto_memory import ROW_SHARE, AutoMemory
+from leapdecode.decode.tree import TokenTree
+from leapdecode.drafters.auto.memory import ROW_SHARE, AutoMemory
+from leapdecode.drafters.auto.position_acceptance import POSITIONS, PositionAcceptance, match_key
 from leapdecode.drafters.base import Drafter
-from leapdecode.drafters.position_acceptance import POSITIONS, PositionAcceptance, match_key
 from leapdecode.errors import InvalidRequest
-from leapdecode.step_cost import StepCost
-from leapdecode.tree import TokenTree
+from leapdecode.policy.step_cost import StepCost
 from leapdecode.types import Draft, SeqView
 
 PLAIN = "none"  # the arm that drafts nothing

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leapdecode.drafters.position_acceptance import POSITIONS, PositionAcceptance
-from leapdecode.step_cost import StepCost
+from leapdecode.drafters.auto.position_acceptance import POSITIONS, PositionAcceptance
+from leapdecode.policy.step_cost import StepCost
 
 MEMORY_DECAY = 0.995  # a few hundred observations per cell: recent requests, not the server's whole life
 OVERHEAD_SMOOTHING = 0.1  # weight of each new step's overhead in its running mean

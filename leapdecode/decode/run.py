@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from leapdecode.draft_length import DraftLength
+from leapdecode.decode.engine import Engine
+from leapdecode.decode.sampling import PositionRng
+from leapdecode.decode.stopping import Finisher
 from leapdecode.drafters import make_drafter
-from leapdecode.engine import Engine
-from leapdecode.sampling import PositionRng
-from leapdecode.stopping import Finisher
+from leapdecode.policy.draft_length import DraftLength
 from leapdecode.types import Draft, GenerationResult
 
 if TYPE_CHECKING:

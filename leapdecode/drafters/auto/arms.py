@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from leapdecode.drafters.auto import PLAIN, ArmDrafter
+from leapdecode.drafters.auto.drafter import PLAIN, ArmDrafter
 from leapdecode.drafters.base import Drafter
-from leapdecode.method_options import options_of
 from leapdecode.drafters.resources import DrafterResources
 from leapdecode.errors import InvalidRequest
+from leapdecode.method_options import options_of
 from leapdecode.types import SamplingParams
 
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from leapdecode.draft_batch import propose_together
-from leapdecode.engine import forward_batch
+from leapdecode.batching.draft_batch import propose_together
+from leapdecode.decode.engine import forward_batch
+from leapdecode.decode.run import Run
 from leapdecode.errors import InvalidRequest, LeapError, one_line
 from leapdecode.models.base import CausalLM
-from leapdecode.policy import SpeculationPolicy
-from leapdecode.run import Run
+from leapdecode.policy.speculation import SpeculationPolicy
 from leapdecode.types import Draft, GenerationResult
 
 

@@ -1,0 +1,1 @@
+"""lookahead: Lookahead decoding (drafter.py), its Jacobi window (window.py) and n-gram pool (ngram_pool.py)."""
