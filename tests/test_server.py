@@ -17,6 +17,7 @@ import uvicorn
 from conftest import NEW_TOKENS, PROMPTS
 
 from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
+from leapdecode.policy.speculation import SpeculationPolicy
 from leapdecode.server.app import create_app
 from leapdecode.server.service import Service
 
@@ -27,7 +28,10 @@ class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread, over the session's loaded model."""
 
     def __init__(self, llm, method_options=None, **config) -> None:
-        self.service = Service(llm, Scheduler(llm.network, SchedulerConfig(**config), policy=llm.policy), MODEL, "suffix", method_options)
+        # the model's forward cost, a gate of its own: each test's server judges speculation afresh
+        policy = SpeculationPolicy(forward=llm.policy.forward)
+        scheduler = Scheduler(llm.network, SchedulerConfig(**config), policy=policy)
+        self.service = Service(llm, scheduler, MODEL, "suffix", method_options)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
