@@ -43,6 +43,19 @@ class GenerateOptions:
 class LLM:
     """A loaded model. `generate` returns text, token ids and speed stats; `stream` yields text pieces."""
 
+    def __new__(cls, model: str = "smollm2-135m", dtype: str = "auto", threads: int | None = None,
+                backend: str = "auto") -> Any:
+        """A diffusion LM's checkpoint (or known name) gives a DiffusionLLM, with the same generate()."""
+        from leapdecode.dllm.model import is_dllm
+
+        if cls is LLM and is_dllm(model):
+            from leapdecode.dllm.llm import DiffusionLLM
+
+            return DiffusionLLM(model, dtype=dtype, threads=threads)
+        return super().__new__(cls)
+
+    is_diffusion = False
+
     def __init__(self, model: str = "smollm2-135m", dtype: str = "auto", threads: int | None = None,
                  backend: str = "auto") -> None:
         if threads:
@@ -64,15 +77,7 @@ class LLM:
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
-        if isinstance(prompt, str) and not prompt.strip():
-            raise InvalidRequest("the prompt is empty")
-        if isinstance(prompt, str) and raw:
-            return self.tokenizer.encode(prompt)
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        if not messages:
-            raise InvalidRequest("the message list is empty")
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return encode_prompt(self.tokenizer, prompt, raw)
 
     def generate(self, prompt: Prompt | None = None, *, prompt_ids: list[int] | None = None, raw: bool = False,
                  **options: Any) -> GenerationResult:
@@ -102,6 +107,19 @@ class LLM:
         if prompt_len + max_new_tokens > ctx:
             raise InvalidRequest(f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) "
                                  f"exceeds the context window of {ctx}")
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False) -> list[int]:
+    """A prompt's token ids: the chat template applied unless raw (messages always get it)."""
+    if isinstance(prompt, str) and not prompt.strip():
+        raise InvalidRequest("the prompt is empty")
+    if isinstance(prompt, str) and raw:
+        return tokenizer.encode(prompt)
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if not messages:
+        raise InvalidRequest("the message list is empty")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def parse_options(options: dict[str, Any]) -> GenerateOptions:

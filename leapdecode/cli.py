@@ -40,8 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", nargs="?", help="the prompt (else --prompt-file, else standard input)")
     g.add_argument("--prompt-file", help="read the prompt from this file")
     _model_arguments(g)
-    g.add_argument("--method", default="auto", choices=DRAFTER_METHODS,
-                   help="drafting method (default: auto, which picks among the others per step)")
+    g.add_argument("--method", default="auto", choices=DRAFTER_METHODS + ("stepwise", "ssd"),
+                   help="drafting method (default: auto, which picks among the others per step); for a diffusion "
+                        "LM: stepwise (one token per forward), ssd (self-speculative, identical) or auto")
+    g.add_argument("--block-size", type=int, default=None,
+                   help="diffusion LMs: tokens per semi-autoregressive block (default: the model's)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -105,6 +108,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="which instructions are drawn, and the training order")
     t.add_argument("--out", help="where to save the head (default: where --method eagle looks for this model)")
     t.set_defaults(run=_train_head)
+    d = sub.add_parser("train-dllm", help="make a diffusion LM from an AR model (masked diffusion, AR-initialised; "
+                                          "CPU: about an hour), cached as --model smollm2-135m-dllm")
+    d.add_argument("--model", default="smollm2-135m", help="the autoregressive model to start from")
+    d.add_argument("--minutes", type=float, default=45.0, help="training time budget (resumes where it stopped)")
+    d.add_argument("--answers", type=int, default=384, help="synthetic instructions the AR model answers")
+    d.add_argument("--task-share", type=float, default=0.7,
+                   help="share of training batches that are parallel-tasks problems (the rest: the AR model's answers)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    d.add_argument("--out", help="where to save it (default: the cache, where its known name finds it)")
+    d.set_defaults(run=_train_dllm)
+    x = sub.add_parser("export-gguf", help="write a diffusion LM as a GGUF file for llama.cpp's diffusion runner "
+                                           "(its dream architecture)")
+    x.add_argument("--model", default="smollm2-135m-dllm", help="known dLLM name or checkpoint directory")
+    x.add_argument("--out", required=True, help="the .gguf file to write")
+    x.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    x.set_defaults(run=_export_gguf)
     m = sub.add_parser("models", help="list the models known by name and where they are cached")
     m.set_defaults(run=_models)
     return p
@@ -179,8 +199,16 @@ def _read_prompt(args: argparse.Namespace) -> str:
 
 def _generate(args: argparse.Namespace) -> int:
     from leapdecode.api import LLM, parse_options
+    from leapdecode.dllm.model import is_dllm
 
     prompt = _read_prompt(args)
+    if is_dllm(args.model):
+        from leapdecode.dllm.cli import generate_dllm
+
+        return generate_dllm(args, prompt)
+    if args.block_size is not None or args.method in ("stepwise", "ssd"):
+        what = "--block-size" if args.block_size is not None else f"--method {args.method}"
+        raise LeapError(f"{what} is for diffusion LMs (e.g. --model smollm2-135m-dllm); {args.model} is autoregressive")
     options = _generate_options(args)
     parse_options(options)  # refuse bad settings before spending seconds on loading the model
     if not prompt.strip():
@@ -319,6 +347,9 @@ def _train_head(args: argparse.Namespace) -> int:
 
     if args.prompts < 2 or args.max_new_tokens < 1 or args.epochs < 1:
         raise LeapError("need --prompts >= 2, --max-new-tokens >= 1 and --epochs >= 1")
+    from leapdecode.dllm.model import require_autoregressive
+
+    require_autoregressive(args.model, "draft heads are for autoregressive models")
     llm = LLM(args.model, dtype=args.dtype, threads=args.threads)
     out = Path(args.out) if args.out else default_head_path(llm.checkpoint_dir)
     report = train_head(llm, args.prompts, args.max_new_tokens, TrainConfig(epochs=args.epochs, seed=args.seed), out)
@@ -329,6 +360,41 @@ def _train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_dllm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from leapdecode.dllm.training import DllmTrainConfig, default_dllm_dir, train_dllm
+
+    if args.minutes <= 0 or args.answers < 0 or not 0 <= args.task_share <= 1:
+        raise LeapError("need --minutes > 0, --answers >= 0 and --task-share between 0 and 1")
+    from leapdecode.dllm.model import require_autoregressive
+
+    require_autoregressive(args.model, "train-dllm starts from an autoregressive model")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else default_dllm_dir(args.model)
+    cfg = DllmTrainConfig(minutes=args.minutes, answers=args.answers, seed=args.seed, task_share=args.task_share)
+    report = train_dllm(args.model, out, cfg)
+    print(f"saved {out}: {report['steps']} steps in {report['minutes']} min, "
+          f"denoising loss {report['denoise_loss_last_20']} (last 20 steps)")
+    return 0
+
+
+def _export_gguf(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from leapdecode.dllm.gguf_export import export_gguf
+    from leapdecode.dllm.model import is_dllm, resolve_dllm
+
+    if not is_dllm(args.model):
+        raise LeapError(f"{args.model} is not a diffusion LM (export-gguf writes dLLMs; AR models have GGUFs already)")
+    out = export_gguf(resolve_dllm(args.model), Path(args.out), args.dtype)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, llama.cpp arch dream)")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from leapdecode.models.registry import KNOWN_MODELS, gguf_path
 
@@ -336,6 +402,13 @@ def _models(args: argparse.Namespace) -> int:
         path = gguf_path(known)
         where = f"{path} ({path.stat().st_size / 1e6:.0f} MB)" if path.exists() else "not fetched yet"
         print(f"{name:20} {known.package:34} {where}")
+    from leapdecode.dllm.model import KNOWN_DLLMS
+    from leapdecode.dllm.training import default_dllm_dir
+
+    for name, source in KNOWN_DLLMS.items():
+        path = default_dllm_dir(source)
+        where = path if (path / "config.json").is_file() else "not trained yet"
+        print(f"{name:20} {'leapdecode train-dllm (from ' + source + ')':34} {where}")
     return 0
 
 

@@ -148,6 +148,9 @@ def make_drafter(method: str, resources: DrafterResources | None = None, **optio
     """options: the request's own, checked against the method's factory. resources: what the caller holds
     (the target, loaders, the request's sampling and cache size); each factory reads what it needs."""
     factory = _FACTORIES.get(method)
+    if factory is None and method in ("stepwise", "ssd"):
+        raise InvalidRequest(f"method {method} is for diffusion LMs (e.g. --model smollm2-135m-dllm); "
+                             "this model is autoregressive")
     if factory is None:
         raise InvalidRequest(f"unknown draft method {method!r}; known methods: {', '.join(DRAFTER_METHODS)}")
     res = resources if resources is not None else DrafterResources()

@@ -46,6 +46,10 @@ def build_app(config: ServerConfig):
     from leapdecode.server.app import create_app
     from leapdecode.server.service import Service
 
+    from leapdecode.dllm.model import require_autoregressive
+
+    require_autoregressive(config.model, "the server batches autoregressive models; serving a diffusion LM is not "
+                                         "built yet (run it with `leapdecode generate` or `bench`)")
     llm = LLM(config.model, dtype=config.dtype, threads=config.threads)
     scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive),
                           policy=llm.policy)
