@@ -19,6 +19,8 @@ LLAMACPP_METHODS = ("llamacpp", "llamacpp-pld")  # llama-cpp-python on the GGUF:
 LLAMA_SERVER_METHODS = ("llamacpp-server", "llamacpp-draft", "llamacpp-lookup")
 OUTSIDE_METHODS = HF_METHODS + LLAMACPP_METHODS + LLAMA_SERVER_METHODS  # each runs in a process of its own
 DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
+DLLM_ONLY = ("stepwise", "ssd")  # a diffusion LM's methods (its auto is the engine's name too)
+AR_PREFIX = "ar:"  # "ar:auto": the autoregressive model (--ar-model) beside a diffusion LM, in the same run
 TREE_VARIANT = ":tree"  # "suffix:tree": that method drafting token trees of --tree branches
 DEFAULT_TREE = 3  # branches of a :tree variant when --tree is not given
 
@@ -70,10 +72,12 @@ class BenchConfig:
     tree: int | None = None  # branches of the :tree variants; None: DEFAULT_TREE
     llamacpp_draft_max: int | None = None  # llamacpp-draft: llama.cpp's --spec-draft-n-max; None: its default
     llamacpp_draft_min: int | None = None  # llamacpp-draft: --spec-draft-n-min; None: its default
+    block_size: int | None = None  # a diffusion LM's block; None: the model's own
+    ar_model: str | None = None  # the AR model of the ar:METHOD contenders; None: the one the dLLM was made from
 
     def __post_init__(self) -> None:
-        known = OUTSIDE_METHODS + engine_methods() + tree_variants()
-        unknown = [m for m in self.methods if m not in known]
+        known = OUTSIDE_METHODS + engine_methods() + tree_variants() + DLLM_ONLY
+        unknown = [m for m in self.methods if m not in known and m.removeprefix(AR_PREFIX) not in engine_methods()]
         if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
             raise LeapError(f"methods {','.join(self.methods)!r}: choose distinct ones from {','.join(known)}")
         for name in ("max_new_tokens", "threads"):
@@ -94,6 +98,12 @@ class BenchConfig:
         self._check_llamacpp_draft()
         if self.dtype not in DTYPE_CHOICES:
             raise LeapError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPE_CHOICES)}")
+        if self.block_size is not None and (self.block_size < 1 or self.max_new_tokens % self.block_size):
+            raise LeapError(f"--block-size {self.block_size} must divide --max-new-tokens {self.max_new_tokens}")
+
+    @property
+    def ar_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if m.startswith(AR_PREFIX))
 
     def _check_llamacpp_draft(self) -> None:
         given = [v for v in (self.llamacpp_draft_max, self.llamacpp_draft_min) if v is not None]
@@ -123,7 +133,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         '= --draft-model); draft: ours with --draft-model; llamacpp, llamacpp-pld: llama-cpp-python '
         '(pip install -e ".[llamacpp]"); llamacpp-server, llamacpp-draft, llamacpp-lookup: llama.cpp\'s own '
         'llama-server plain, with -md --draft-model, with its n-gram cache (scripts/build-llamacpp); '
-        'ngram:tree, suffix:tree, ...: that method drafting token trees',
+        'ngram:tree, suffix:tree, ...: that method drafting token trees; a diffusion LM (--model '
+        'smollm2-135m-dllm): stepwise, ssd, auto, and ar:METHOD for --ar-model beside it',
     )
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
@@ -146,6 +157,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="llamacpp-draft: llama.cpp's --spec-draft-n-max (default: llama.cpp's own)")
     parser.add_argument("--llamacpp-draft-min", type=int, default=None, metavar="N",
                         help="llamacpp-draft: llama.cpp's --spec-draft-n-min (default: llama.cpp's own)")
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="diffusion LMs (methods stepwise, ssd, auto): tokens per block (default: the model's)")
+    parser.add_argument("--ar-model", default=None,
+                        help="ar:METHOD contenders beside a diffusion LM run on this AR model (default: the one the "
+                             "dLLM was trained from)")
 
 
 def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -164,4 +180,5 @@ def bench_config_from_args(args: argparse.Namespace) -> BenchConfig:
         skip_layers=args.skip_layers, skip_dtype=args.skip_dtype,
         tree=args.tree,
         llamacpp_draft_max=args.llamacpp_draft_max, llamacpp_draft_min=args.llamacpp_draft_min,
+        block_size=args.block_size, ar_model=args.ar_model,
     )

@@ -18,7 +18,8 @@ from leapdecode.bench.config import (
     BenchConfig,
     base_method,
 )
-from leapdecode.bench.contenders import build_contenders
+from leapdecode.bench.contenders import GenerateFn, build_contenders
+from leapdecode.bench.diffusion import ar_contenders, check_model_kind, score
 from leapdecode.bench.divergence import Divergence, LogitsFn, find_divergence
 from leapdecode.bench.llama_server import llamacpp_tool
 from leapdecode.bench.llamacpp_baseline import check_llama_cpp, gguf_file
@@ -41,6 +42,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     measured, warm = _split(load_prompts(cfg.prompts), cfg)  # first: a bad prompt file fails before a model load
     _check_outside_tools(cfg)  # likewise: no llama.cpp, or a model with no GGUF, fails before any load
     llm = LLM(model=cfg.model, dtype=cfg.dtype)
+    check_model_kind(cfg, llm.is_diffusion)
     models_rss = _models_rss(llm, cfg)  # the baselines load theirs in their own processes
     prompts, warm_prompts = _encode(llm, measured), _encode(llm, warm)
     precision = getattr(llm, "precision", cfg.dtype)  # what the engine runs: dtype="auto" resolved
@@ -65,16 +67,21 @@ def _measure(
     hf_weights = (resolve_checkpoint(cfg.model), _hf_dtype(precision)) if needs_hf(cfg) else None
     with ExitStack() as stack:
         baselines = start_baselines(cfg, stack, eos_ids, hf_weights)
-        contenders = build_contenders(
-            llm, baselines.hf, cfg.methods, cfg.max_new_tokens, baselines.llamacpp, drafter_options(cfg)
-        )
+        own = tuple(m for m in cfg.methods if m not in cfg.ar_methods)
+        contenders = build_contenders(llm, baselines.hf, own, cfg.max_new_tokens, baselines.llamacpp,
+                                      drafter_options(cfg))
+        contenders = _in_given_order(cfg, contenders | ar_contenders(cfg, llm))
         warm_up(warm_prompts, contenders)
-        records = run_interleaved(prompts, contenders)
+        records = score(run_interleaved(prompts, contenders), prompts, llm.tokenizer)
         # At int8/int4/gguf the engine runs other weights than hf does: lossless is judged against its own plain
         # decoding there (the report's "exact match vs own plain"), not by scoring splits from hf.
         same_weights = baselines.hf is not None and precision in ("float32", "bfloat16")
         divergences = _divergences(records, prompts, _next_logits(baselines.hf)) if same_weights else []
     return records, divergences, baselines.info
+
+
+def _in_given_order(cfg: BenchConfig, contenders: dict[str, GenerateFn]) -> dict[str, GenerateFn]:
+    return {m: contenders[m] for m in cfg.methods}
 
 
 def _next_logits(hf: Worker | None) -> LogitsFn:
@@ -90,6 +97,8 @@ def drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
     skip = {"skip_layers": cfg.skip_layers} if cfg.skip_layers else {}
     own = {"skip_dtype": cfg.skip_dtype} if cfg.skip_dtype else {}
     options = {"draft": draft, "layerskip": skip | own, "auto": draft | skip | own}
+    if cfg.block_size is not None:  # diffusion LMs
+        options |= {m: options.get(m, {}) | {"block_size": cfg.block_size} for m in ("stepwise", "ssd", "auto")}
     for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):
         options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
     return options
@@ -100,6 +109,8 @@ def _models_rss(llm: Any, cfg: BenchConfig) -> dict[str, float]:
     the methods that draft with it (loaded here, once; the LLM keeps it for them)."""
     target = peak_rss_mb()
     with_draft = target
+    if llm.is_diffusion:
+        return {m: target for m in cfg.methods if m not in cfg.ar_methods}
     if cfg.draft_model and any(base_method(m) in DRAFT_USERS for m in cfg.methods):
         llm.drafts.load(cfg.draft_model, cfg.draft_dtype)
         with_draft = peak_rss_mb()

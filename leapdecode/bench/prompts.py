@@ -24,6 +24,18 @@ class BenchPrompt:
     category: str
     prompt: str | list[Message]
     raw: bool = False  # True: no chat template (the string is the model's whole input)
+    answer: str | None = None  # a checkable answer (parallel-tasks): the bench reports accuracy
+    match: str = "exact"  # how the answer is checked: "exact", or "multiset" (any order of its items)
+    level: str = ""  # a task's size (easy, medium, hard), for accuracy by level
+
+
+def correct(prompt: BenchPrompt, text: str) -> bool | None:
+    """Whether an answer is right; None where the prompt has no checkable answer."""
+    if prompt.answer is None:
+        return None
+    from leapdecode.dllm.tasks import Task
+
+    return Task(prompt.id, prompt.category, prompt.level, "", prompt.answer, prompt.match).correct(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +66,37 @@ BUILTIN_SETS: dict[str, BuiltinSet] = {
 }
 
 
+GENERATED_SETS = ("parallel-tasks",)  # made by code from a seed, no file
+
+
 def prompt_set_name(spec: str) -> str:
     """A short name for the set, used for the default output folder."""
-    return spec if spec in BUILTIN_SETS else Path(spec).stem
+    return spec if spec in BUILTIN_SETS or spec in GENERATED_SETS else Path(spec).stem
+
+
+def parallel_tasks(per_task: int = 4, seed: int = 1234) -> list[BenchPrompt]:
+    """parallel-tasks (dllm/tasks.py), ordered so that any first K prompts spread over tasks and sizes."""
+    from leapdecode.dllm.tasks import SIZES, TASKS, make_tasks
+
+    tasks = make_tasks(per_task, seed)
+    order = {name: i for i, name in enumerate(TASKS)}
+    sizes = {name: i for i, name in enumerate(SIZES)}
+    tasks.sort(key=lambda t: (int(t.id.rsplit("-", 1)[1]), sizes[t.size], order[t.task]))
+    return [BenchPrompt(t.id, t.task, [_user(t.prompt)], answer=t.answer, match=t.match, level=t.size)
+            for t in tasks]
 
 
 def load_prompts(spec: str, limit: int | None = None) -> list[BenchPrompt]:
     """A built-in set's name or a JSONL path -> its prompts, the first `limit` of them (all if None)."""
-    if spec in BUILTIN_SETS:
+    if spec == "parallel-tasks":
+        prompts = parallel_tasks()
+    elif spec in BUILTIN_SETS:
         builtin = BUILTIN_SETS[spec]
         prompts = builtin.parse(_read_jsonl(_builtin_file(builtin), spec))
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            names = ", ".join(BUILTIN_SETS)
+            names = ", ".join((*BUILTIN_SETS, *GENERATED_SETS))
             raise LeapError(f"prompts {spec!r}: not a built-in set ({names}) nor an existing .jsonl file")
         prompts = [_from_row(row, n) for n, row in enumerate(_read_jsonl(path, spec), 1)]
     if not prompts:

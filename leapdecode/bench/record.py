@@ -38,6 +38,8 @@ class RunRecord:
     peak_rss_mb: float  # high-water mark so far of the process that ran it: the engine's, or a baseline's worker
     engine_stats: dict[str, Any] = field(default_factory=dict)
     pid: int = 0  # that process
+    level: str = ""  # the prompt's task size, where it has one (parallel-tasks)
+    correct: bool | None = None  # the answer checked against the prompt's, where it has one
 
     @property
     def new_tokens(self) -> int:

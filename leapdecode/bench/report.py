@@ -16,6 +16,7 @@ from leapdecode.bench.breakdown_chart import (
     plot_acceptance,
     plot_time_split,
 )
+from leapdecode.bench.accuracy import accuracy_section, plot_accuracy
 from leapdecode.bench.chart import plot_speedup
 from leapdecode.bench.config import HF_METHODS, LLAMA_SERVER_METHODS, LLAMACPP_METHODS, OUTSIDE_METHODS
 from leapdecode.bench.divergence import Divergence
@@ -77,6 +78,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(results, indent=2) + "\n")
     paths["markdown"].write_text(markdown(results))
     plot_speedup(results["methods"], paths["chart"])
+    if any(st.get("accuracy") is not None for st in results["methods"].values()):
+        paths["accuracy"] = out_dir / "accuracy_vs_speed.png"
+        plot_accuracy(results["methods"], paths["accuracy"])
     if engine_methods(results["methods"]):
         paths["acceptance"], paths["time_split"] = out_dir / "acceptance.png", out_dir / "time_split.png"
         plot_acceptance(results["methods"], paths["acceptance"])
@@ -86,17 +90,21 @@ def write_report(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 
 def table_rows(methods: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table, shared by the markdown file and the terminal."""
-    bases = [b for b in SPEED_BASES[1:] if b in methods]  # hf's column is always there
+    with_hf = "hf" in methods or "stepwise" not in methods  # a diffusion LM's run compares with stepwise
+    bases = [b for b in SPEED_BASES[1:] if b in methods]
     with_own_plain = any(s.get("exact_match_vs_plain") is not None for s in methods.values())
-    header = ["method", "tok/s", "speedup vs hf"] + [f"speedup vs {b}" for b in bases]
-    header += ["mean accepted", "exact match vs hf"] + (["exact match vs own plain"] if with_own_plain else [])
+    with_accuracy = any(s.get("accuracy") is not None for s in methods.values())
+    header = ["method", "tok/s"] + (["speedup vs hf"] if with_hf else []) + [f"speedup vs {b}" for b in bases]
+    header += ["mean accepted"] + (["exact match vs hf"] if with_hf else [])
+    header += (["exact match vs own plain"] if with_own_plain else []) + (["accuracy"] if with_accuracy else [])
     header += ["peak RSS MB"]
     rows = []
     for name, s in methods.items():
-        row = [name, f"{s['tokens_per_s']:.2f}", _x(s["speedup_vs_hf"])]
+        row = [name, f"{s['tokens_per_s']:.2f}"] + ([_x(s["speedup_vs_hf"])] if with_hf else [])
         row += [_x(s["speedup_vs_" + b.replace("-", "_")]) for b in bases]
-        row += [_num(s["mean_accepted"]), _pct(s["exact_match_rate"])]
+        row += [_num(s["mean_accepted"])] + ([_pct(s["exact_match_rate"])] if with_hf else [])
         row += [_pct(s.get("exact_match_vs_plain"))] if with_own_plain else []
+        row += [_pct(s.get("accuracy"))] if with_accuracy else []
         row += [f"{s['peak_rss_mb']:.0f}"]
         rows.append(row)
     return header, rows
@@ -117,6 +125,7 @@ def markdown(results: dict[str, Any]) -> str:
         *[f"- {note}" for note in results.get("notes", [])],
         "",
         *_category_section(results["methods"]),
+        *accuracy_section(results["methods"]),
         *_breakdown_section(results["methods"]),
         *forward_cost_section(results.get("forward_cost")),
         *_memory_section(results["methods"]),
@@ -154,7 +163,7 @@ def _llama_cpp_versions(machine: dict[str, Any]) -> str:
 
 def _category_section(methods: dict[str, dict[str, Any]]) -> list[str]:
     categories = sorted({c for s in methods.values() for c in s["by_category"]})
-    if len(categories) < 2:
+    if len(categories) < 2 or "hf" not in methods and "stepwise" in methods:  # see accuracy_section
         return []
     header = ["category"] + list(methods)
     rows = [[c] + [_x(_category_speedup(s, c)) for s in methods.values()] for c in categories]

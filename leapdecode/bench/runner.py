@@ -58,4 +58,5 @@ def _record(method: str, p: EncodedPrompt, generate: GenerateFn) -> RunRecord:
         peak_rss_mb=g.peak_rss_mb if g.peak_rss_mb is not None else peak_rss_mb(),
         engine_stats=g.engine_stats,
         pid=g.pid,
+        level=p.prompt.level,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from leapdecode.bench.breakdown import breakdown
@@ -11,7 +11,8 @@ from leapdecode.bench.record import RunRecord
 
 REFERENCE = "hf"  # plain transformers greedy: the output every method must reproduce and the speed to beat
 # a speedup_vs_<base> column for each one that ran
-SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp", "llamacpp-server", "llamacpp-draft")
+SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp", "llamacpp-server", "llamacpp-draft", "stepwise")
+AR_PREFIX = "ar:"  # "ar:auto": an autoregressive model's method, benchmarked beside a diffusion LM
 # A prompt-lookup mode and the plain greedy of the same runtime: PLD should reproduce its own plain output
 # even where that runtime's numerics differ from hf's.
 # leapdecode's speculative methods must reproduce its own plain decoding (`none`) at every dtype.
@@ -20,9 +21,15 @@ OWN_PLAIN = {"hf-pld": "hf", "hf-assist": "hf", "llamacpp-pld": "llamacpp", "lla
 OUTSIDE = ("hf", "llamacpp", "llamacpp-server")  # runtimes other than ours: their plain modes have no `none` to match
 
 
-def own_plain(method: str) -> str:
+def own_plain(method: str, ran: Collection[str] = ()) -> str:
+    """The plain decoding a method must reproduce: stepwise for a diffusion LM's methods, ar:none for an AR
+    model's beside one, else none (or the outside runtime's own plain mode)."""
     if method in OWN_PLAIN:
         return OWN_PLAIN[method]
+    if method.startswith(AR_PREFIX):
+        return "" if method == AR_PREFIX + "none" else AR_PREFIX + "none"
+    if "stepwise" in ran:
+        return "" if method == "stepwise" else "stepwise"
     return "" if method in OUTSIDE or method == "none" else "none"
 
 
@@ -33,12 +40,13 @@ def summarise(records: list[RunRecord], models_rss: dict[str, float] | None = No
     reference = {r.prompt_id: r.token_ids for r in by_method.get(REFERENCE, [])}
     out: dict[str, dict[str, Any]] = {}
     for method, recs in by_method.items():
-        plain = {r.prompt_id: r.token_ids for r in by_method.get(own_plain(method), [])}
+        plain = {r.prompt_id: r.token_ids for r in by_method.get(own_plain(method, by_method), [])}
         out[method] = _stats(recs, reference) | {
             "exact_match_vs_plain": _exact_match(recs, plain),  # None: no plain counterpart ran
             "peak_rss_mb": max(r.peak_rss_mb for r in recs),
             "peak_rss_models_mb": (models_rss or {}).get(method),
             "by_category": {cat: _stats(rs, reference) for cat, rs in _group(recs, lambda r: r.category).items()},
+            "accuracy_by_level": {lv: _accuracy(rs) for lv, rs in _group(recs, lambda r: r.level).items() if lv},
         } | breakdown(recs)
     _add_speedups(out)
     return out
@@ -55,7 +63,14 @@ def _stats(recs: list[RunRecord], reference: dict[str, list[int]]) -> dict[str, 
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
         "mean_accepted": _mean_accepted(recs),
         "exact_match_rate": _exact_match(recs, reference),
+        "accuracy": _accuracy(recs),
     }
+
+
+def _accuracy(recs: list[RunRecord]) -> float | None:
+    """Share of checkable answers that were right; None where no prompt had one."""
+    judged = [r.correct for r in recs if r.correct is not None]
+    return sum(judged) / len(judged) if judged else None
 
 
 def _mean_accepted(recs: list[RunRecord]) -> float | None:
