@@ -155,11 +155,11 @@ class GenerationStats:
     verify_seconds: float = 0.0  # the target's forward over the draft, and verification
     arms: dict[str, int] = field(default_factory=dict)  # meta-drafter (auto): steps drafted by each arm
 
-    def count(self, drafted: int, accepted: int, arm: str, depth: int | None = None) -> None:
+    def count(self, drafted: int, accepted: int, arm: str, depth: int | None = None, forwards: int = 1) -> None:
         """One step's verified draft: `drafted` tokens, of which `accepted` were kept. Per position counts
         go by depth (a chain's is its length; a tree's longest path: position i is "the i-th token ahead")."""
         depth = drafted if depth is None else depth
-        self.target_forwards += 1
+        self.target_forwards += forwards
         self.drafted += drafted
         self.accepted += accepted
         if len(self.drafted_at) < depth:

@@ -191,7 +191,8 @@ def test_bench_reports_accuracy_speedup_and_identity_beside_the_ar_model(trained
     res = run_bench(cfg)
     m = res["methods"]
     assert m["ssd"]["exact_match_vs_plain"] == 1.0 and m["stepwise"]["speedup_vs_stepwise"] == 1.0
-    assert m["ssd"]["mean_accepted"] > 1.0 and m["stepwise"]["mean_accepted"] == pytest.approx(1.0, abs=0.2)
+    # stepwise fills one position per forward, the end tokens after an answer too: at most one answer token each
+    assert m["ssd"]["mean_accepted"] > m["stepwise"]["mean_accepted"] and m["stepwise"]["mean_accepted"] <= 1.0
     assert m["ar:none"]["accuracy"] is not None and set(m["ssd"]["accuracy_by_level"]) == {"easy"}
     assert {r["correct"] for r in res["records"]} <= {True, False}
     assert len({r["category"] for r in res["records"]}) == 9  # the first nine prompts: one of each task
@@ -240,3 +241,16 @@ def test_export_gguf_writes_llamacpp_dream_layout(trained, tmp_path):
     q = tensors["blk.1.attn_q.weight"]
     assert torch.equal(torch.from_numpy(q.data.copy()).reshape(state["model.layers.1.self_attn.q_proj.weight"].shape),
                        state["model.layers.1.self_attn.q_proj.weight"])
+
+
+@pytest.mark.trained
+def test_the_trained_dllm_decodes_identically_with_every_method():
+    """On the model train-dllm makes: parallel-tasks and chat prompts, ssd and auto against stepwise."""
+    from conftest import PROMPTS
+
+    llm = LLM("smollm2-135m-dllm")
+    prompts = [t.prompt for t in make_tasks(1, seed=99)] + PROMPTS[:4]
+    for p in prompts:
+        ref = llm.generate(p, method="stepwise", max_new_tokens=64, block_size=8)
+        for m in ("ssd", "auto"):
+            assert llm.generate(p, method=m, max_new_tokens=64, block_size=8).token_ids == ref.token_ids, (m, p)

@@ -91,15 +91,18 @@ class BlockCanvas:
 
 
 class FullCanvas:
-    """Bidirectional models: a state is the whole answer; rows are whole sequences, packed in one forward."""
+    """Bidirectional models: a state is the whole answer, each row a whole sequence in a segment (and scratch
+    cache) of its own, so its attention path depends on its own length only, as one state alone would."""
+
+    max_states = 4
 
     def __init__(self, net: LlamaModel, cfg: DiffusionConfig, prompt: list[int], block: int, max_new: int) -> None:
         self.net, self.cfg, self.block = net, cfg, block
         self.prompt, self.answer = prompt, [cfg.mask_token_id] * max_new
         self.start = 0  # the current block's offset in the answer
-        S = len(prompt) + max_new  # rows of one forward stay on one attention path, as above
-        self.max_states = max(1, PACKED_MAX_ROWS // S) if S <= PACKED_MAX_ROWS else 4
-        self.cache = net.new_cache((len(prompt) + max_new) * self.max_states)
+        S = len(prompt) + max_new
+        self.caches = [net.new_cache(S) for _ in range(self.max_states)]
+        self.allowed = torch.ones(S, S, dtype=torch.bool)
 
     def open(self, committed: list[int] | None) -> Tensor:
         if committed:
@@ -109,18 +112,14 @@ class FullCanvas:
 
     def logits(self, states: Tensor) -> Tensor:
         R, B = states.shape
-        S = len(self.prompt) + len(self.answer)
-        rows = []
-        for state in states.tolist():
+        at = len(self.prompt) + self.start
+        segments = []
+        for state, cache in zip(states.tolist(), self.caches):
             seq = self.prompt + self.answer
-            at = len(self.prompt) + self.start
             seq[at : at + B] = state
-            rows.append(torch.tensor(seq))
-        allowed = torch.zeros(R * S, R * S, dtype=torch.bool)
-        for r in range(R):
-            allowed[r * S : (r + 1) * S, r * S : (r + 1) * S] = True
-        pos = torch.arange(S).repeat(R)
-        out = self.net.forward_packed([Segment(torch.cat(rows), 0, self.cache, allowed, pos)])
+            segments.append(Segment(torch.tensor(seq), 0, cache, self.allowed))
+        out = self.net.forward_packed(segments)
         assert out is not None
-        at = len(self.prompt) + self.start - (1 if self.cfg.shifted else 0)
-        return out.view(R, S, -1)[:, at : at + B]
+        S = len(self.prompt) + len(self.answer)
+        first = at - (1 if self.cfg.shifted else 0)
+        return out.view(R, S, -1)[:, first : first + B]

@@ -64,8 +64,7 @@ class Decoding:
             rows = self._forward(lambda: self.canvas.logits(torch.stack(need)))
             kept = self._agreeing(need, rows, fills)
             self.unmasker.verified(len(fills), kept)
-            self.stats.drafted += len(fills) - 1
-            self.stats.accepted += kept - 1
+            self.stats.count(len(fills) - 1, kept - 1, "", forwards=0)  # the forward is counted by _forward
             if done is not None and kept == done + 1:
                 return self._result(states[done])
             state, logits = need[kept - 1], rows[kept - 1]

@@ -25,7 +25,9 @@ class Confidence:
 
 
 def confidence(logits: Tensor, state: Tensor, mask_id: int) -> Confidence:
-    """logits [B, V] float32, state [B] -> the reference rule's view of this block."""
+    """logits [B, V] float32, state [B] -> the reference rule's view of this block. The mask token itself is
+    never a prediction."""
+    logits = logits.index_fill(-1, torch.tensor([mask_id]), float("-inf"))
     probs, tokens = torch.softmax(logits, dim=-1).max(dim=-1)
     probs = torch.where(state == mask_id, probs, torch.zeros_like(probs))
     masked = (state == mask_id).nonzero().flatten()
