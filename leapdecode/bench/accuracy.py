@@ -40,9 +40,12 @@ def plot_accuracy(methods: dict[str, dict[str, Any]], path: Path) -> None:
     points = {m: (s["tokens_per_s"], 100 * s["accuracy"]) for m, s in methods.items() if s.get("accuracy") is not None}
     front = pareto(points)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    seen: list[float] = []
     for m, (v, a) in points.items():
         ax.scatter([v], [a], s=60, color="tab:red" if m in front else "tab:blue", zorder=3)
-        ax.annotate(m, (v, a), textcoords="offset points", xytext=(5, 4), fontsize="small")
+        stack = sum(abs(a - b) < 2.0 for b in seen)  # methods of one accuracy (lossless ones): labels stacked
+        seen.append(a)
+        ax.annotate(m, (v, a), textcoords="offset points", xytext=(5, 4 + 11 * stack), fontsize="small")
     line = sorted(points[m] for m in front)
     ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", linewidth=0.8, linestyle="--",
             label="Pareto front")
