@@ -160,6 +160,8 @@ def test_bad_input_is_one_clear_error(trained, tmp_path, llm):
     (no_mask / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="no mask_token_id"):
         LLM(str(no_mask))
+    with pytest.raises(ModelLoadError, match="int4"):
+        DiffusionLLM(str(trained.checkpoint_dir), dtype="int4")
     f32 = DiffusionLLM(str(trained.checkpoint_dir), dtype="float32")
     with pytest.raises(InvalidRequest, match="row-invariant"):
         f32.generate("hi", method="ssd", max_new_tokens=8, block_size=4)

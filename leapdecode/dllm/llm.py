@@ -83,7 +83,7 @@ class DiffusionLLM:
             raise InvalidRequest(f"draft_length must be >= 1, got {draft_length}")
         if method != "stepwise" and not self.model.row_invariant:
             raise InvalidRequest(f"method {method} verifies several states in one forward, which is exact only at "
-                                 f"a row-invariant precision (bfloat16, int8, int4); this model runs {self.precision}")
+                                 f"a row-invariant precision (bfloat16, int8); this model runs {self.precision}")
         if not ids:
             raise InvalidRequest("the prompt has no tokens")
         if len(ids) + max_new > self.config.max_position:
