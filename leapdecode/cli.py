@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from leapdecode.dllm.config import DLLM_ONLY
     from leapdecode.drafters import DRAFTER_METHODS
 
     p = argparse.ArgumentParser(prog="leapdecode", description="Lossless speculative decoding: same output, faster.")
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", nargs="?", help="the prompt (else --prompt-file, else standard input)")
     g.add_argument("--prompt-file", help="read the prompt from this file")
     _model_arguments(g)
-    g.add_argument("--method", default="auto", choices=DRAFTER_METHODS + ("stepwise", "ssd"),
+    g.add_argument("--method", default="auto", choices=DRAFTER_METHODS + DLLM_ONLY,
                    help="drafting method (default: auto, which picks among the others per step); for a diffusion "
                         "LM: stepwise (one token per forward), ssd (self-speculative, identical) or auto")
     g.add_argument("--block-size", type=int, default=None,
@@ -199,6 +200,7 @@ def _read_prompt(args: argparse.Namespace) -> str:
 
 def _generate(args: argparse.Namespace) -> int:
     from leapdecode.api import LLM, parse_options
+    from leapdecode.dllm.config import DLLM_ONLY
     from leapdecode.dllm.model import is_dllm
 
     prompt = _read_prompt(args)
@@ -206,7 +208,7 @@ def _generate(args: argparse.Namespace) -> int:
         from leapdecode.dllm.cli import generate_dllm
 
         return generate_dllm(args, prompt)
-    if args.block_size is not None or args.method in ("stepwise", "ssd"):
+    if args.block_size is not None or args.method in DLLM_ONLY:
         what = "--block-size" if args.block_size is not None else f"--method {args.method}"
         raise LeapError(f"{what} is for diffusion LMs (e.g. --model smollm2-135m-dllm); {args.model} is autoregressive")
     options = _generate_options(args)

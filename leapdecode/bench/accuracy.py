@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from leapdecode.bench.cells import md_table, num, pct
+
 
 def accuracy_section(methods: dict[str, dict[str, Any]]) -> list[str]:
     judged = {m: s for m, s in methods.items() if s.get("accuracy") is not None}
@@ -18,16 +20,11 @@ def accuracy_section(methods: dict[str, dict[str, Any]]) -> list[str]:
         return []
     levels = sorted({lv for s in judged.values() for lv in s["accuracy_by_level"]}, key=_level_order)
     tasks = sorted({c for s in judged.values() for c in s["by_category"]})
-    lines = ["## Accuracy", "", "| method | all | " + " | ".join(levels) + " | tokens per forward |",
-             "|---|---|" + "---|" * len(levels) + "---|"]
-    for m, s in judged.items():
-        cells = [_pct(s["accuracy"])] + [_pct(s["accuracy_by_level"].get(lv)) for lv in levels]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {_num(s['mean_accepted'])} |")
-    lines += ["", "| task | " + " | ".join(judged) + " |", "|---|" + "---|" * len(judged)]
-    for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(_pct((s["by_category"].get(t) or {}).get("accuracy"))
-                                          for s in judged.values()) + " |")
-    return lines + [""]
+    by_method = [[m, pct(s["accuracy"]), *(pct(s["accuracy_by_level"].get(lv)) for lv in levels),
+                  num(s["mean_accepted"])] for m, s in judged.items()]
+    by_task = [[t, *(pct((s["by_category"].get(t) or {}).get("accuracy")) for s in judged.values())] for t in tasks]
+    return ["## Accuracy", "", *md_table(["method", "all", *levels, "tokens per forward"], by_method), "",
+            *md_table(["task", *judged], by_task), ""]
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
@@ -60,11 +57,3 @@ def plot_accuracy(methods: dict[str, dict[str, Any]], path: Path) -> None:
 
 def _level_order(level: str) -> tuple[int, str]:
     return ({"easy": 0, "medium": 1, "hard": 2}.get(level, 3), level)
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f}%"
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
+from leapdecode.dllm.config import DLLM_ONLY
 from leapdecode.errors import LeapError
 from leapdecode.method_options import accepts, misplaced
 from leapdecode.models.precision import DTYPE_CHOICES
@@ -19,7 +20,6 @@ LLAMACPP_METHODS = ("llamacpp", "llamacpp-pld")  # llama-cpp-python on the GGUF:
 LLAMA_SERVER_METHODS = ("llamacpp-server", "llamacpp-draft", "llamacpp-lookup")
 OUTSIDE_METHODS = HF_METHODS + LLAMACPP_METHODS + LLAMA_SERVER_METHODS  # each runs in a process of its own
 DEFAULT_METHODS = ("hf", "hf-pld", "none", "ngram", "suffix")
-DLLM_ONLY = ("stepwise", "ssd")  # a diffusion LM's methods (its auto is the engine's name too)
 AR_PREFIX = "ar:"  # "ar:auto": the autoregressive model (--ar-model) beside a diffusion LM, in the same run
 TREE_VARIANT = ":tree"  # "suffix:tree": that method drafting token trees of --tree branches
 DEFAULT_TREE = 3  # branches of a :tree variant when --tree is not given

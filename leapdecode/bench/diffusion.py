@@ -6,18 +6,19 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from leapdecode.bench.config import AR_PREFIX, DLLM_ONLY, BenchConfig
+from leapdecode.bench.config import AR_PREFIX, BenchConfig
 from leapdecode.bench.contenders import GenerateFn, build_contenders
 from leapdecode.bench.prompts import correct
 from leapdecode.bench.record import RunRecord
 from leapdecode.bench.runner import EncodedPrompt
+from leapdecode.dllm.config import DLLM_METHODS, DLLM_ONLY
 from leapdecode.errors import LeapError
 
 
 def check_model_kind(cfg: BenchConfig, diffusion: bool) -> None:
     """A diffusion LM runs stepwise, ssd, auto and ar:METHOD; an AR model none of the first two nor ar:."""
     if diffusion:
-        wrong = [m for m in cfg.methods if m not in (*DLLM_ONLY, "auto") and not m.startswith(AR_PREFIX)]
+        wrong = [m for m in cfg.methods if m not in DLLM_METHODS and not m.startswith(AR_PREFIX)]
         if wrong:
             raise LeapError(f"{cfg.model} is a diffusion LM: methods {','.join(wrong)} are for autoregressive models "
                             f"(use stepwise, ssd, auto, or ar:METHOD to run an AR model beside it)")

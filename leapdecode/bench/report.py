@@ -10,13 +10,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from leapdecode.bench.accuracy import accuracy_section, plot_accuracy
 from leapdecode.bench.breakdown import STEP_PARTS
 from leapdecode.bench.breakdown_chart import (
     engine_methods,
     plot_acceptance,
     plot_time_split,
 )
-from leapdecode.bench.accuracy import accuracy_section, plot_accuracy
+from leapdecode.bench.cells import md_table as _md_table
+from leapdecode.bench.cells import num as _num
+from leapdecode.bench.cells import pct as _pct
+from leapdecode.bench.cells import times as _x
 from leapdecode.bench.chart import plot_speedup
 from leapdecode.bench.config import HF_METHODS, LLAMA_SERVER_METHODS, LLAMACPP_METHODS, OUTSIDE_METHODS
 from leapdecode.bench.divergence import Divergence
@@ -265,20 +269,3 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
         by_rows = ", ".join(f"{n} rows {v / ms[1]:.2f}x" for n, v in ms.items() if n > 1)
         bound = f"; 1 row {cost['one_row_vs_bound']:.2f}x the bandwidth bound" if cost.get("bound_ms") else ""
         console.print(f"target forward: 1 row {ms[1]:.2f} ms, {by_rows}{bound}")
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f}%"
-
-
-def _num(v: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if v is None else fmt.format(v)

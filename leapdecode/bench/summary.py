@@ -7,12 +7,12 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from leapdecode.bench.breakdown import breakdown
+from leapdecode.bench.config import AR_PREFIX
 from leapdecode.bench.record import RunRecord
 
 REFERENCE = "hf"  # plain transformers greedy: the output every method must reproduce and the speed to beat
 # a speedup_vs_<base> column for each one that ran
 SPEED_BASES = (REFERENCE, "hf-pld", "llamacpp", "llamacpp-server", "llamacpp-draft", "stepwise")
-AR_PREFIX = "ar:"  # "ar:auto": an autoregressive model's method, benchmarked beside a diffusion LM
 # A prompt-lookup mode and the plain greedy of the same runtime: PLD should reproduce its own plain output
 # even where that runtime's numerics differ from hf's.
 # leapdecode's speculative methods must reproduce its own plain decoding (`none`) at every dtype.

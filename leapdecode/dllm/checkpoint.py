@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from leapdecode.dllm.config import DiffusionConfig, is_diffusion_config
 from leapdecode.dllm.network import DiffusionNet
-from leapdecode.errors import ModelLoadError, one_line
+from leapdecode.models import loader
+from leapdecode.models.llama import LlamaShape
 
 MASK_TOKEN = "<|mask|>"
 _LLADA_NAMES = (  # LLaDA's parameter names -> Dream's
@@ -43,31 +44,16 @@ def is_diffusion_checkpoint(spec: str | Path) -> bool:
 
 
 def load_tokenizer(path: Path) -> Any:
-    """The checkpoint's tokenizer; transformers does not know a dLLM's config class and says so, harmlessly."""
-    from transformers import AutoTokenizer
+    """The checkpoint's tokenizer (loader's reader); transformers does not know a dLLM's config class and says
+    so, harmlessly, which is silenced here."""
     from transformers.utils import logging
 
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot load its tokenizer ({one_line(exc)})") from exc
+        return loader.load_tokenizer(path)
     finally:
         logging.set_verbosity(verbosity)
-
-
-def load_network(path: Path, dtype: torch.dtype = torch.float32) -> DiffusionNet:
-    cfg = read_config(path)
-    if cfg is None:
-        raise ModelLoadError(f"{path}: not a model directory (no config.json)")
-    net = DiffusionNet(DiffusionConfig.from_json(cfg))
-    state = _read_weights(path)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelLoadError(f"{path}: weights do not match the config: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
-    return net.to(dtype).eval()
 
 
 def save(net: DiffusionNet, tokenizer: Any, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -88,20 +74,18 @@ def from_autoregressive(ar_dir: Path, tokenizer: Any, block_size: int) -> Diffus
     """A block-causal, shifted dLLM with the AR model's weights and one new token, the mask, whose embedding
     starts as the mean of the others. The tokenizer gets MASK_TOKEN added."""
     cfg = json.loads((ar_dir / "config.json").read_text())
+    shape = LlamaShape.from_hf(cfg)  # the engine's own reading of a Llama/Qwen2 config
     tokenizer.add_special_tokens({"additional_special_tokens": [MASK_TOKEN]})
     mask_id = tokenizer.convert_tokens_to_ids(MASK_TOKEN)
-    heads = cfg["num_attention_heads"]
     dc = DiffusionConfig(
-        vocab_size=max(cfg["vocab_size"], mask_id + 1), hidden_size=cfg["hidden_size"],
-        num_layers=cfg["num_hidden_layers"], num_heads=heads, num_kv_heads=cfg.get("num_key_value_heads") or heads,
-        intermediate_size=cfg["intermediate_size"], mask_token_id=mask_id, rope_theta=_rope_theta(cfg),
-        rms_norm_eps=cfg.get("rms_norm_eps", 1e-5), tie_word_embeddings=bool(cfg.get("tie_word_embeddings")),
-        qkv_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")), shifted=True,
-        attention="block_causal", block_size=block_size, max_position=cfg.get("max_position_embeddings", 2048),
-        eos_token_ids=tuple(_eos_ids(cfg, tokenizer)),
+        vocab_size=max(shape.vocab, mask_id + 1), hidden_size=shape.dim, num_layers=shape.layers,
+        num_heads=shape.heads, num_kv_heads=shape.kv_heads, intermediate_size=cfg["intermediate_size"],
+        mask_token_id=mask_id, rope_theta=shape.rope_theta, rms_norm_eps=shape.rms_eps,
+        tie_word_embeddings=shape.tied, qkv_bias=shape.qkv_bias, shifted=True, attention="block_causal",
+        block_size=block_size, max_position=shape.max_context, eos_token_ids=tuple(_eos_ids(cfg, tokenizer)),
     )
     net = DiffusionNet(dc)
-    state = _read_weights(ar_dir)
+    state = read_weights(ar_dir)
     embed = state["model.embed_tokens.weight"]
     grown = torch.cat([embed, embed.mean(0, keepdim=True).expand(dc.vocab_size - embed.shape[0], -1)])
     state["model.embed_tokens.weight"] = grown
@@ -113,11 +97,6 @@ def from_autoregressive(ar_dir: Path, tokenizer: Any, block_size: int) -> Diffus
     return net
 
 
-def _rope_theta(cfg: dict[str, Any]) -> float:
-    """transformers 5 writes rope settings under rope_parameters, older configs at the top level."""
-    return float((cfg.get("rope_parameters") or {}).get("rope_theta") or cfg.get("rope_theta") or 10000.0)
-
-
 def _eos_ids(cfg: dict[str, Any], tokenizer: Any) -> list[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     eos = cfg.get("eos_token_id")
@@ -127,14 +106,9 @@ def _eos_ids(cfg: dict[str, Any], tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(f"{path}: no *.safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return {_dream_name(k): v for k, v in state.items()}
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors (loader's reader, which names a missing or corrupt file) under Dream's names."""
+    return {_dream_name(k): v for k, v in loader.read_weights(path).items()}
 
 
 def _dream_name(name: str) -> str:

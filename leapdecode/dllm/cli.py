@@ -16,7 +16,8 @@ _AR_ONLY = {"corpus": None, "draft_model": None, "draft_threshold": None, "skip_
 
 
 def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
-    from leapdecode.dllm.llm import DLLM_METHODS, DiffusionLLM
+    from leapdecode.dllm.config import DLLM_METHODS
+    from leapdecode.dllm.llm import DiffusionLLM
 
     if args.method not in DLLM_METHODS:
         raise LeapError(f"--method {args.method} is for autoregressive models; a diffusion LM takes "

@@ -9,6 +9,8 @@ from leapdecode.errors import ModelLoadError
 
 LLADA_MASK_ID = 126336  # LLaDA's [MASK] when its config does not say
 ATTENTIONS = ("bidirectional", "block_causal")
+DLLM_ONLY = ("stepwise", "ssd")  # methods for diffusion LMs alone
+DLLM_METHODS = DLLM_ONLY + ("auto",)  # auto is a name AR models share
 
 
 @dataclass(frozen=True, slots=True)

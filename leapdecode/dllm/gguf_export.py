@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from leapdecode.dllm.checkpoint import _read_weights, load_tokenizer, read_config
+from leapdecode.dllm.checkpoint import load_tokenizer, read_config, read_weights
 from leapdecode.dllm.config import DiffusionConfig
 from leapdecode.errors import ModelLoadError
 
@@ -39,7 +39,7 @@ def export_gguf(checkpoint: Path, out: Path, dtype: str = "float32", pre: str = 
     _hyperparameters(writer, cfg)
     _tokenizer(writer, checkpoint, cfg, pre)
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    for name, tensor in _tensors(_read_weights(checkpoint), cfg):
+    for name, tensor in _tensors(read_weights(checkpoint), cfg):
         norm = tensor.dim() == 1  # norms and biases stay float32, as llama.cpp's converter keeps them
         writer.add_tensor(name, tensor.float().numpy().astype(np.float32 if norm else np_dtype))
     writer.write_header_to_file()

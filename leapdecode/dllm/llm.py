@@ -8,15 +8,12 @@ from typing import Any
 import torch
 
 from leapdecode.dllm.canvas import BlockCanvas, FullCanvas
+from leapdecode.dllm.config import DLLM_METHODS
 from leapdecode.dllm.decoder import Decoding
 from leapdecode.dllm.model import load_dllm
 from leapdecode.dllm.unmasking import SelfSpeculative, Stepwise, Unmasker
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import GenerationResult, GenerationStats
-
-DLLM_METHODS = ("stepwise", "ssd", "auto")
-LOSSLESS = {"stepwise": "one token per forward, the reference", "ssd": "self-speculative, verified: identical",
-            "auto": "ssd with adaptive length and a confidence gate: identical"}
 
 
 class DiffusionLLM:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leapdecode.dllm.checkpoint import _read_weights, is_diffusion_checkpoint, load_tokenizer, read_config
+from leapdecode.dllm.checkpoint import is_diffusion_checkpoint, load_tokenizer, read_config, read_weights
 from leapdecode.dllm.config import DiffusionConfig
-from leapdecode.errors import ModelLoadError, one_line
+from leapdecode.errors import ModelLoadError
 from leapdecode.models.llama import LlamaModel, LlamaShape
 from leapdecode.models.precision import choose_precision
 
@@ -64,7 +64,7 @@ def load_dllm(spec: str, dtype: str = "auto") -> DiffusionModel:
     if precision == "int4":  # measured: 0% on parallel-tasks against 43% at bfloat16, same model
         raise ModelLoadError("dtype int4 is not offered for diffusion LMs: 4-bit weights broke the trained dLLM's "
                              "answers; use bfloat16 (the default) or int8")
-    network = LlamaModel(_weights(path), LlamaShape.from_hf(_as_llama(cfg)), precision)
+    network = LlamaModel(read_weights(path), LlamaShape.from_hf(_as_llama(cfg)), precision)
     return DiffusionModel(network, cfg, load_tokenizer(path), path, precision)
 
 
@@ -74,12 +74,3 @@ def _as_llama(cfg: DiffusionConfig) -> dict[str, Any]:
             "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
             "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_position,
             "attention_bias": cfg.qkv_bias, "tie_word_embeddings": cfg.tie_word_embeddings}
-
-
-def _weights(path: Path) -> dict[str, Any]:
-    try:
-        return _read_weights(path)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: corrupt weights ({one_line(exc)})") from exc

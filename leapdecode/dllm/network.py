@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leapdecode.dllm.config import DiffusionConfig
+from leapdecode.models.llama import rope, rope_tables
 
 KV = list[tuple[Tensor, Tensor]]  # per layer: keys, values [1, kv_heads, length, head_dim]
 
@@ -39,8 +40,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, allowed: Tensor,
                 past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         R, T, _ = x.shape
-        q = _rope(self.q_proj(x).view(R, T, self.heads, self.head_dim).transpose(1, 2), cos, sin)
-        k = _rope(self.k_proj(x).view(R, T, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+        q = rope(self.q_proj(x).view(R, T, self.heads, self.head_dim).transpose(1, 2), cos, sin)
+        k = rope(self.k_proj(x).view(R, T, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
         v = self.v_proj(x).view(R, T, self.kv_heads, self.head_dim).transpose(1, 2)
         keys, values = k, v
         if past is not None and past[0].shape[2]:
@@ -119,20 +120,8 @@ class DiffusionNet(nn.Module):
     def _rope_at(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         need = int(positions.max()) + 1
         if self._rope is None or self._rope[0].shape[0] < need:
-            self._rope = _rope_tables(self.config.head_dim, self.config.rope_theta, max(need, 1024))
+            self._rope = rope_tables(self.config.head_dim, self.config.rope_theta, max(need, 1024), torch.float32)
         cos, sin = self._rope
         dtype = self.model.embed_tokens.weight.dtype
         cos, sin = cos[positions].to(dtype), sin[positions].to(dtype)
         return (cos.unsqueeze(1), sin.unsqueeze(1)) if positions.dim() == 2 else (cos, sin)
-
-
-def _rope_tables(head_dim: int, theta: float, length: int) -> tuple[Tensor, Tensor]:
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv)
-    emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos(), emb.sin()
-
-
-def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leapdecode.decode.tree import TREES_REFUSED, tree_width
+from leapdecode.dllm.config import DLLM_ONLY
 from leapdecode.drafters.auto.arms import build_arms
 from leapdecode.drafters.auto.drafter import AutoDrafter
 from leapdecode.drafters.auto.memory import AutoMemory
@@ -148,7 +149,7 @@ def make_drafter(method: str, resources: DrafterResources | None = None, **optio
     """options: the request's own, checked against the method's factory. resources: what the caller holds
     (the target, loaders, the request's sampling and cache size); each factory reads what it needs."""
     factory = _FACTORIES.get(method)
-    if factory is None and method in ("stepwise", "ssd"):
+    if factory is None and method in DLLM_ONLY:
         raise InvalidRequest(f"method {method} is for diffusion LMs (e.g. --model smollm2-135m-dllm); "
                              "this model is autoregressive")
     if factory is None:

@@ -71,10 +71,10 @@ def load_model(spec: str, dtype: str = "float32", backend: str = "auto") -> Load
     ckpt = source.checkpoint_dir if integer else source.with_float_weights()
     cfg = _read_config(ckpt)
     _check_architecture(cfg, ckpt)
-    tokenizer = _load_tokenizer(ckpt)
+    tokenizer = load_tokenizer(ckpt)
     if backend in ("auto", "leapdecode") and cfg.get("model_type") in SUPPORTED:
         try:
-            weights = read_gguf_weights(source.gguf) if integer else _read_weights(ckpt)  # type: ignore[arg-type]
+            weights = read_gguf_weights(source.gguf) if integer else read_weights(ckpt)  # type: ignore[arg-type]
             net = LlamaModel(weights, LlamaShape.from_hf(cfg), precision)
             return LoadedModel(net, tokenizer, ckpt, "leapdecode", precision)
         except ModelLoadError:
@@ -104,7 +104,7 @@ def _check_architecture(cfg: dict[str, Any], ckpt: Path) -> None:
         raise ModelLoadError(f"{ckpt}: unsupported architecture {arch!r} (neither leapdecode nor transformers knows it)")
 
 
-def _read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+def read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files = sorted(ckpt.glob("*.safetensors"))
@@ -119,7 +119,7 @@ def _read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _load_tokenizer(ckpt: Path) -> Any:
+def load_tokenizer(ckpt: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:

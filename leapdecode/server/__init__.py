@@ -43,10 +43,9 @@ def build_app(config: ServerConfig):
     in a thread of its own, unless the caller runs it: see serve())."""
     from leapdecode.api import LLM
     from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
+    from leapdecode.dllm.model import require_autoregressive
     from leapdecode.server.app import create_app
     from leapdecode.server.service import Service
-
-    from leapdecode.dllm.model import require_autoregressive
 
     require_autoregressive(config.model, "the server batches autoregressive models; serving a diffusion LM is not "
                                          "built yet (run it with `leapdecode generate` or `bench`)")
