@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(g)
     g.add_argument("--method", default="auto", choices=DRAFTER_METHODS + DLLM_ONLY,
                    help="drafting method (default: auto, which picks among the others per step); for a diffusion "
-                        "LM: stepwise (one token per forward), ssd (self-speculative, identical) or auto")
-    g.add_argument("--block-size", type=int, default=None,
-                   help="diffusion LMs: tokens per semi-autoregressive block (default: the model's)")
+                        "LM: stepwise (one token per forward), ssd (self-speculative, identical), auto, or the "
+                        "lossy fixed, threshold, prophet")
+    _dllm_arguments(g)
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=1.0)
@@ -198,6 +198,30 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return sys.stdin.read()
 
 
+def _dllm_arguments(g: argparse.ArgumentParser) -> None:
+    from leapdecode.dllm.config import DLLM_CACHES
+
+    d = g.add_argument_group("diffusion LMs")
+    d.add_argument("--block-size", type=int, default=None, help="tokens per semi-autoregressive block "
+                                                                  "(default: the model's)")
+    d.add_argument("--parallel", type=int, default=None, help="fixed method: tokens filled per forward (default 2)")
+    d.add_argument("--confidence", type=float, default=None,
+                   help="threshold method: fill every position whose top token is at least this likely "
+                        "(default 0.9)")
+    d.add_argument("--commit-gap", type=float, default=None,
+                   help="prophet method (and auto below quality 1): commit the rest of the block once the mean "
+                        "top-2 log-probability gap reaches this (default 5.0)")
+    d.add_argument("--quality", type=float, default=None,
+                   help="auto: 1 (default) = identical to stepwise decoding; below 1, faster and possibly "
+                        "different: confidence-threshold filling at this value plus early commit")
+    d.add_argument("--cache", default=None, choices=DLLM_CACHES,
+                   help="keys and values reused across a block's steps (default: the exact one, prefix on a "
+                        "block-causal model, none on a bidirectional one; prefix and dual are approximate there)")
+
+
+DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "quality", "cache")
+
+
 def _generate(args: argparse.Namespace) -> int:
     from leapdecode.api import LLM, parse_options
     from leapdecode.dllm.config import DLLM_ONLY
@@ -208,8 +232,9 @@ def _generate(args: argparse.Namespace) -> int:
         from leapdecode.dllm.cli import generate_dllm
 
         return generate_dllm(args, prompt)
-    if args.block_size is not None or args.method in DLLM_ONLY:
-        what = "--block-size" if args.block_size is not None else f"--method {args.method}"
+    given = [f for f in DLLM_FLAGS if getattr(args, f) is not None]
+    if given or args.method in DLLM_ONLY:
+        what = f"--{given[0].replace('_', '-')}" if given else f"--method {args.method}"
         raise LeapError(f"{what} is for diffusion LMs (e.g. --model smollm2-135m-dllm); {args.model} is autoregressive")
     options = _generate_options(args)
     parse_options(options)  # refuse bad settings before spending seconds on loading the model

@@ -70,3 +70,13 @@ def tiny_qwen(tmp_path_factory) -> tuple[str, str]:
 
     target, draft = build_pair(tmp_path_factory.mktemp("tiny-qwen2"), resolve_source("smollm2-135m").checkpoint_dir)
     return str(target), str(draft)
+
+
+@pytest.fixture(scope="session")
+def tiny_dllm(tmp_path_factory):
+    """A tiny diffusion LM, block-causal and shifted like the real one, trained 150 steps on easy tasks."""
+    from tiny_dllm import make_tiny_dllm
+
+    from leapdecode.dllm.llm import DiffusionLLM
+
+    return DiffusionLLM(str(make_tiny_dllm(tmp_path_factory.mktemp("dllm") / "tiny", steps=150)))

@@ -23,9 +23,8 @@ TASKS = make_tasks(2, seed=5, sizes=("easy",))  # 18 prompts, none of the traini
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Block-causal and shifted, like the real one, trained 150 steps on easy tasks."""
-    return DiffusionLLM(str(make_tiny_dllm(tmp_path_factory.mktemp("dllm") / "tiny", steps=150)))
+def trained(tiny_dllm):
+    return tiny_dllm
 
 
 def _decode_all(llm, methods, max_new=16, block=4, tasks=TASKS):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leapdecode.bench.prompts import BUILTIN_SETS, prompt_set_name
-from leapdecode.dllm.config import DLLM_ONLY
+from leapdecode.dllm.config import DLLM_ONLY, is_variant, split_variant
 from leapdecode.errors import LeapError
 from leapdecode.method_options import accepts, misplaced
 from leapdecode.models.precision import DTYPE_CHOICES
@@ -41,8 +41,8 @@ def tree_variants() -> tuple[str, ...]:
 
 
 def base_method(method: str) -> str:
-    """The drafting method a bench method runs: "suffix:tree" -> "suffix"."""
-    return method.removesuffix(TREE_VARIANT)
+    """The drafting method a bench method runs: "suffix:tree" -> "suffix", "threshold@0.8+dual" -> "threshold"."""
+    return split_variant(method)[0] if is_variant(method) else method.removesuffix(TREE_VARIANT)
 
 
 def with_tree_variants(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -77,7 +77,8 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         known = OUTSIDE_METHODS + engine_methods() + tree_variants() + DLLM_ONLY
-        unknown = [m for m in self.methods if m not in known and m.removeprefix(AR_PREFIX) not in engine_methods()]
+        unknown = [m for m in self.methods if m not in known and m.removeprefix(AR_PREFIX) not in engine_methods()
+                   and not (is_variant(m) and split_variant(m)[0] in known)]
         if not self.methods or unknown or len(set(self.methods)) != len(self.methods):
             raise LeapError(f"methods {','.join(self.methods)!r}: choose distinct ones from {','.join(known)}")
         for name in ("max_new_tokens", "threads"):

@@ -6,24 +6,25 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from leapdecode.bench.config import AR_PREFIX, BenchConfig
+from leapdecode.bench.config import AR_PREFIX, BenchConfig, base_method
 from leapdecode.bench.contenders import GenerateFn, build_contenders
 from leapdecode.bench.prompts import correct
 from leapdecode.bench.record import RunRecord
 from leapdecode.bench.runner import EncodedPrompt
-from leapdecode.dllm.config import DLLM_METHODS, DLLM_ONLY
+from leapdecode.dllm.config import DLLM_METHODS, DLLM_ONLY, is_variant
 from leapdecode.errors import LeapError
 
 
 def check_model_kind(cfg: BenchConfig, diffusion: bool) -> None:
-    """A diffusion LM runs stepwise, ssd, auto and ar:METHOD; an AR model none of the first two nor ar:."""
+    """A diffusion LM runs its methods (stepwise, ssd, fixed, threshold, prophet, auto; each with a knob:
+    threshold@0.8) and ar:METHOD; an AR model none of the dLLM-only ones, variants or ar:."""
     if diffusion:
-        wrong = [m for m in cfg.methods if m not in DLLM_METHODS and not m.startswith(AR_PREFIX)]
+        wrong = [m for m in cfg.methods if base_method(m) not in DLLM_METHODS and not m.startswith(AR_PREFIX)]
         if wrong:
             raise LeapError(f"{cfg.model} is a diffusion LM: methods {','.join(wrong)} are for autoregressive models "
-                            f"(use stepwise, ssd, auto, or ar:METHOD to run an AR model beside it)")
+                            f"(use {', '.join(DLLM_METHODS)}, METHOD@VALUE+CACHE, or ar:METHOD to run an AR model beside it)")
         return
-    wrong = [m for m in cfg.methods if m in DLLM_ONLY or m.startswith(AR_PREFIX)]
+    wrong = [m for m in cfg.methods if base_method(m) in DLLM_ONLY or is_variant(m) or m.startswith(AR_PREFIX)]
     if wrong or cfg.block_size is not None:
         raise LeapError(f"{cfg.model} is autoregressive: {','.join(wrong) or '--block-size'} go with a diffusion LM")
 

@@ -31,7 +31,7 @@ from leapdecode.bench.roofline import roofline
 from leapdecode.bench.runner import EncodedPrompt, run_interleaved, warm_up
 from leapdecode.bench.summary import REFERENCE
 from leapdecode.bench.worker import Worker
-from leapdecode.dllm.config import DLLM_METHODS
+from leapdecode.dllm.config import DLLM_METHODS, is_variant, split_variant
 from leapdecode.models.loader import resolve_checkpoint
 
 DRAFT_USERS = ("draft", "auto")  # engine methods that draft with --draft-model when it is given
@@ -100,6 +100,9 @@ def drafter_options(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
     options = {"draft": draft, "layerskip": skip | own, "auto": draft | skip | own}
     if cfg.block_size is not None:  # diffusion LMs
         options |= {m: options.get(m, {}) | {"block_size": cfg.block_size} for m in DLLM_METHODS}
+    for m in (m for m in cfg.methods if is_variant(m)):  # a diffusion LM's method with its knob (and cache) set
+        method, knob = split_variant(m)
+        options[m] = options.get(method, {}) | knob
     for m in (m for m in cfg.methods if m.endswith(TREE_VARIANT)):
         options[m] = options.get(base_method(m), {}) | {"tree": cfg.tree_width}
     return options

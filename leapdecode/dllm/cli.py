@@ -18,6 +18,7 @@ _AR_ONLY = {"corpus": None, "draft_model": None, "draft_threshold": None, "skip_
 def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
     from leapdecode.dllm.config import DLLM_METHODS
     from leapdecode.dllm.llm import DiffusionLLM
+    from leapdecode.dllm.methods import DllmOptions
 
     if args.method not in DLLM_METHODS:
         raise LeapError(f"--method {args.method} is for autoregressive models; a diffusion LM takes "
@@ -27,9 +28,17 @@ def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
         raise LeapError(f"--{given[0].replace('_', '-')} does not apply to a diffusion LM")
     if not prompt.strip():
         raise LeapError("the prompt is empty")
+    knobs = {k: getattr(args, k) for k in ("parallel", "confidence", "commit_gap", "quality")}
     options: dict[str, Any] = {"method": args.method, "max_new_tokens": args.max_new_tokens,
                                "block_size": args.block_size, "temperature": args.temperature}
+    options |= {k: v for k, v in knobs.items() if v is not None}
     llm = DiffusionLLM(args.model, dtype=args.dtype, threads=args.threads)
+    if args.cache:
+        options["cache"] = args.cache
+    if not llm.lossless(args.method, DllmOptions(quality=options.get("quality", 1.0)), args.cache):
+        what = f"method {args.method}" + (f" with cache {args.cache}" if args.cache else "")
+        print(f"[{what} is lossy: the output may differ from stepwise decoding (--compare shows where)]",
+              file=sys.stderr)
     ids = llm.encode(prompt)
     res = llm.generate(prompt_ids=ids, **options)
     s = res.stats
@@ -44,14 +53,18 @@ def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
           f"{s.mean_accepted:.2f} tokens per forward · method {args.method} · diffusion LM · dtype {llm.precision}]",
           file=sys.stderr)
     if compare:
+        same = "yes" if compare["identical"] else f"no, first differs at token {compare['first_difference']}"
         print(f"[stepwise decoding: {compare['tokens_per_s']:.1f} tok/s, {compare['forwards']} forwards · "
-              f"speedup {compare['speedup']:.2f}x · identical output: {'yes' if compare['identical'] else 'NO'}]",
-              file=sys.stderr)
+              f"speedup {compare['speedup']:.2f}x · identical output: {same}]", file=sys.stderr)
     return 0
 
 
 def _stepwise_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
-    ref = llm.generate(prompt_ids=ids, **(options | {"method": "stepwise"}))
+    from leapdecode.bench.divergence import first_difference
+
+    ref = llm.generate(prompt_ids=ids, **(options | {"method": "stepwise", "cache": None}))
     speedup = res.stats.tokens_per_s / ref.stats.tokens_per_s if ref.stats.tokens_per_s else 0.0
     return {"tokens_per_s": round(ref.stats.tokens_per_s, 3), "forwards": ref.stats.target_forwards,
-            "speedup": round(speedup, 3), "identical": ref.token_ids == res.token_ids}
+            "speedup": round(speedup, 3), "identical": ref.token_ids == res.token_ids,
+            "first_difference": first_difference(ref.token_ids, res.token_ids)}
+

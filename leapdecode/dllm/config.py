@@ -5,12 +5,42 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from leapdecode.errors import ModelLoadError
+from leapdecode.errors import InvalidRequest, ModelLoadError
 
 LLADA_MASK_ID = 126336  # LLaDA's [MASK] when its config does not say
 ATTENTIONS = ("bidirectional", "block_causal")
-DLLM_ONLY = ("stepwise", "ssd")  # methods for diffusion LMs alone
+DLLM_LOSSY = ("fixed", "threshold", "prophet")  # output may differ from stepwise decoding
+DLLM_ONLY = ("stepwise", "ssd") + DLLM_LOSSY  # methods for diffusion LMs alone
 DLLM_METHODS = DLLM_ONLY + ("auto",)  # auto is a name AR models share
+# each method's one knob, which a variant name sets: "threshold@0.8" is threshold with confidence 0.8
+KNOBS = {"ssd": ("draft_length", int), "fixed": ("parallel", int), "threshold": ("confidence", float),
+         "prophet": ("commit_gap", float), "auto": ("quality", float)}
+VARIANT, WITH_CACHE = "@", "+"  # "threshold@0.8+dual": and with the dual cache
+DLLM_CACHES = ("none", "prefix", "dual")
+
+
+def is_variant(name: str) -> bool:
+    return VARIANT in name or WITH_CACHE in name
+
+
+def split_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """"threshold@0.8+dual" -> ("threshold", {"confidence": 0.8, "cache": "dual"}); a plain name -> (name, {})."""
+    head, plus, cache = name.partition(WITH_CACHE)
+    options: dict[str, Any] = {}
+    if plus:
+        if cache not in DLLM_CACHES:
+            raise InvalidRequest(f"{name}: the cache after {WITH_CACHE} is one of {', '.join(DLLM_CACHES)}")
+        options["cache"] = cache
+    method, at, value = head.partition(VARIANT)
+    if not at:
+        return method, options
+    if method not in KNOBS:
+        raise InvalidRequest(f"{name}: only {', '.join(m + VARIANT + 'VALUE' for m in KNOBS)} take a value")
+    knob, kind = KNOBS[method]
+    try:
+        return method, options | {knob: kind(value)}
+    except ValueError:
+        raise InvalidRequest(f"{name}: {knob} must be {'an integer' if kind is int else 'a number'}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ proposals, verified so that every lossless method ends where stepwise decoding w
 A proposal [f1, f2, ..., fk] is verified in one forward of the states s1 = s + f1, s2 = s1 + f2, ...: f1 is
 the reference rule's own choice (from the logits in hand), and f(i+1) holds when the rule, run on s_i, picks
 it. The step keeps s_a for the longest agreeing prefix and already holds s_a's logits for the next step, so a
-miss costs no extra forward.
+miss costs no extra forward. A lossy method (fixed.py, threshold.py, early_commit.py) commits its fills as
+proposed, one forward per step.
 
 The answer ends at its first end token once every position before it is filled: the text can no longer
 change, so every method stops at the same state.
@@ -51,23 +52,36 @@ class Decoding:
         return answer
 
     def block(self, logits: Tensor) -> BlockResult:
-        B = logits.shape[0]
-        state = torch.full((B,), self.mask_id)
+        state = torch.full((logits.shape[0],), self.mask_id)
+        step = self._verify if self.unmasker.lossless else self._commit
         while True:
-            room = self.canvas.max_states
-            fills = self.unmasker.propose(logits, state, self.mask_id, room)
-            states = _successive(state, fills)
-            done = next((i for i, s in enumerate(states) if self._finished(s)), None)
-            need = states[:done] if done is not None else states  # a finished state needs no logits of its own
-            if not need:
-                return self._result(states[0])
-            rows = self._forward(lambda: self.canvas.logits(torch.stack(need)))
-            kept = self._agreeing(need, rows, fills)
-            self.unmasker.verified(len(fills), kept)
-            self.stats.count(len(fills) - 1, kept - 1, "", forwards=0)  # the forward is counted by _forward
-            if done is not None and kept == done + 1:
-                return self._result(states[done])
-            state, logits = need[kept - 1], rows[kept - 1]
+            fills = self.unmasker.propose(logits, state, self.mask_id, self.canvas.max_states)
+            state, next_logits = step(state, fills)
+            if next_logits is None:
+                return self._result(state)
+            logits = next_logits
+
+    def _commit(self, state: Tensor, fills: list[Fill]) -> tuple[Tensor, Tensor | None]:
+        """A lossy step: every fill as proposed; the new state's logits, or None when it is finished."""
+        state = _successive(state, fills)[-1]  # nothing is verified: no draft to count
+        if self._finished(state):
+            return state, None
+        return state, self._forward(lambda: self.canvas.logits(state[None]))[0]
+
+    def _verify(self, state: Tensor, fills: list[Fill]) -> tuple[Tensor, Tensor | None]:
+        """A lossless step: one forward of the successive states, the agreeing prefix kept (with its logits)."""
+        states = _successive(state, fills)
+        done = next((i for i, s in enumerate(states) if self._finished(s)), None)
+        need = states[:done] if done is not None else states  # a finished state needs no logits of its own
+        if not need:
+            return states[0], None
+        rows = self._forward(lambda: self.canvas.logits(torch.stack(need)))
+        kept = self._agreeing(need, rows, fills)
+        self.unmasker.verified(len(fills), kept)
+        self.stats.count(len(fills) - 1, kept - 1, "", forwards=0)  # the forward is counted by _forward
+        if done is not None and kept == done + 1:
+            return states[done], None
+        return need[kept - 1], rows[kept - 1]
 
     def _agreeing(self, states: list[Tensor], rows: Tensor, fills: list[Fill]) -> int:
         """How many fills hold: the first always; fill i+1 when the rule picks it on state i."""

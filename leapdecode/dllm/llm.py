@@ -8,16 +8,17 @@ from typing import Any
 import torch
 
 from leapdecode.dllm.canvas import BlockCanvas, FullCanvas
-from leapdecode.dllm.config import DLLM_METHODS
+from leapdecode.dllm.config import DLLM_CACHES
 from leapdecode.dllm.decoder import Decoding
+from leapdecode.dllm.methods import DllmOptions, is_lossless, make_unmasker
 from leapdecode.dllm.model import load_dllm
-from leapdecode.dllm.unmasking import SelfSpeculative, Stepwise, Unmasker
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import GenerationResult, GenerationStats
 
 
 class DiffusionLLM:
-    """A loaded masked-diffusion LM. generate(method=stepwise|ssd|auto, max_new_tokens, block_size, ...)."""
+    """A loaded masked-diffusion LM. generate(method=stepwise|ssd|fixed|threshold|prophet|auto, max_new_tokens,
+    block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, quality)."""
 
     is_diffusion = True
 
@@ -37,36 +38,41 @@ class DiffusionLLM:
 
     def generate(self, prompt: str | list[dict[str, str]] | None = None, *, prompt_ids: list[int] | None = None,
                  raw: bool = False, method: str = "auto", max_new_tokens: int = 128, block_size: int | None = None,
-                 draft_length: int = 4, temperature: float = 0.0, **unknown: Any) -> GenerationResult:
+                 temperature: float = 0.0, draft_length: int = 4, parallel: int = 2, confidence: float = 0.9,
+                 commit_gap: float = 5.0, quality: float = 1.0, cache: str | None = None,
+                 **unknown: Any) -> GenerationResult:
         t0 = time.perf_counter()
         if prompt_ids is None and prompt is None:
             raise InvalidRequest("give a prompt or prompt_ids")
         ids = list(prompt_ids) if prompt_ids is not None else self.encode(prompt, raw)  # type: ignore[arg-type]
         block = block_size or self.config.block_size
-        self._check(method, ids, max_new_tokens, block, draft_length, temperature, unknown)
-        canvas_type = BlockCanvas if self.config.attention == "block_causal" else FullCanvas
+        options = DllmOptions(draft_length, parallel, confidence, commit_gap, quality)
+        unmasker = make_unmasker(method, options)  # refuses an unknown method
+        self._check(method, options, ids, max_new_tokens, block, temperature, unknown)
+        if cache is not None and cache not in DLLM_CACHES:
+            raise InvalidRequest(f"cache {cache!r}: choose from {', '.join(DLLM_CACHES)}")
         stats = GenerationStats()
-        canvas = canvas_type(self.network, self.config, ids, block, max_new_tokens)
+        canvas = self.canvas_type(self.network, self.config, ids, block, max_new_tokens,
+                                  cache or self.canvas_type.exact_caches[-1])
         stats.setup_seconds = time.perf_counter() - t0
-        decoding = Decoding(canvas, self._unmasker(method, draft_length), self.config.mask_token_id,
-                            frozenset(self.eos_ids), stats)
+        decoding = Decoding(canvas, unmasker, self.config.mask_token_id, frozenset(self.eos_ids), stats)
         answer = decoding.run(max_new_tokens // block)
         stats.new_tokens, stats.seconds = len(answer), time.perf_counter() - t0
         ended = len(answer) < max_new_tokens
         return GenerationResult(self.tokenizer.decode(answer, skip_special_tokens=True), answer,
                                 "stop" if ended else "length", stats)
 
-    def _unmasker(self, method: str, draft_length: int) -> Unmasker:
-        if method == "stepwise":
-            return Stepwise()
-        if method == "ssd":
-            return SelfSpeculative(draft_length)
-        return SelfSpeculative(2, adaptive=True, threshold=0.5)
+    @property
+    def canvas_type(self) -> type[BlockCanvas] | type[FullCanvas]:
+        return BlockCanvas if self.config.attention == "block_causal" else FullCanvas
 
-    def _check(self, method: str, ids: list[int], max_new: int, block: int, draft_length: int, temperature: float,
-               unknown: dict[str, Any]) -> None:
-        if method not in DLLM_METHODS:
-            raise InvalidRequest(f"method {method!r} is not for a diffusion LM; choose from {', '.join(DLLM_METHODS)}")
+    def lossless(self, method: str, options: DllmOptions, cache: str | None = None) -> bool:
+        """Whether this method and cache give stepwise decoding's output (with its exact cache)."""
+        return is_lossless(method, options) and (cache is None or cache in self.canvas_type.exact_caches)
+
+    def _check(self, method: str, options: DllmOptions, ids: list[int], max_new: int, block: int,
+               temperature: float, unknown: dict[str, Any]) -> None:
+        options.check()
         if unknown:
             raise InvalidRequest(f"option(s) {', '.join(sorted(unknown))} do not apply to a diffusion LM")
         if temperature:
@@ -76,9 +82,8 @@ class DiffusionLLM:
         if max_new % block:
             raise InvalidRequest(f"block_size {block} does not divide max_new_tokens {max_new}: "
                                  f"use a multiple, e.g. {max_new + (-max_new % block)}")
-        if draft_length < 1:
-            raise InvalidRequest(f"draft_length must be >= 1, got {draft_length}")
-        if method != "stepwise" and not self.model.row_invariant:
+        verifies = method in ("ssd", "auto") and is_lossless(method, options)
+        if verifies and not self.model.row_invariant:
             raise InvalidRequest(f"method {method} verifies several states in one forward, which is exact only at "
                                  f"a row-invariant precision (bfloat16, int8); this model runs {self.precision}")
         if not ids:

@@ -3,7 +3,7 @@
 The reference rule (LLaDA's low-confidence remasking, one token per forward): fill the masked position whose
 most likely token is likeliest, ties to the leftmost, with that token. A method proposes fills in the order
 this rule would make them; the first is always the rule's own choice from the logits at hand. Lossless
-methods have every later fill verified (decoder.py); lossy ones (the next issue's) commit theirs as they are.
+methods have every later fill verified (decoder.py); lossy ones commit theirs as they are.
 """
 
 from __future__ import annotations
