@@ -162,11 +162,13 @@ def _tree_methods() -> list[str]:
 
 
 def _server_arguments(p: argparse.ArgumentParser) -> None:
+    from leapdecode.dllm.config import DLLM_ONLY
     from leapdecode.drafters import DRAFTER_METHODS
 
     _model_arguments(p)
-    p.add_argument("--method", default="suffix", choices=DRAFTER_METHODS,
-                   help="default drafting method (a request may name another; 'none' turns speculation off)")
+    p.add_argument("--method", default=None, choices=DRAFTER_METHODS + DLLM_ONLY,
+                   help="default drafting method (a request may name another; 'none' turns speculation off); "
+                        "default suffix, or auto for a diffusion LM")
     p.add_argument("--draft-model", help="method draft, and an arm of auto: the smaller model with the same tokenizer "
                                          "(name or path)")
     _draft_dtype_argument(p)
@@ -330,9 +332,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
+    from leapdecode.dllm.model import is_dllm
     from leapdecode.server import ServerConfig
 
-    return ServerConfig(model=args.model, dtype=args.dtype, method=args.method, threads=args.threads,
+    method = args.method or ("auto" if is_dllm(args.model) else "suffix")
+    return ServerConfig(model=args.model, dtype=args.dtype, method=method, threads=args.threads,
                         served_name=args.served_model_name, max_batch=args.max_batch, max_queue=args.max_queue,
                         adaptive=not args.fixed_drafts, shutdown_grace=args.shutdown_grace,
                         draft_model=args.draft_model, draft_dtype=args.draft_dtype, tree=args.tree or 0,

@@ -41,6 +41,10 @@ class Run:
         self.seconds = 0.0
         self._t0 = 0.0
 
+    @property
+    def method(self) -> str:
+        return self.opts.method
+
     def __iter__(self) -> Iterator[str]:
         """Text pieces as tokens are accepted (decoding the text costs time only when someone streams)."""
         for _ in self.steps():

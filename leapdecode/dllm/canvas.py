@@ -16,8 +16,9 @@ precision kernels give each row the numbers it would get alone, which is what ma
 Caches (`cache=`, Fast-dLLM's names):
 - "none": every forward computes the whole text. The reference for what a cache saves.
 - "prefix": the prompt and finished blocks are computed once per block and reused by its steps. Exact on a
-  block-causal model (nothing they attend to changes: BlockCanvas's default); approximate on a bidirectional
-  one, whose prefix would see the block change (FullCanvas computes it when the block opens).
+  block-causal model (nothing they attend to changes: BlockCanvas's default; only rounding differs, as the
+  text is computed block by block rather than in one forward); approximate on a bidirectional one, whose
+  prefix would see the block change (FullCanvas computes it when the block opens).
 - "dual": "prefix", and the masked suffix after the block too (approximate; a block-causal model attends to
   no suffix, so there it is "prefix").
 Methods that verify (ssd) reproduce stepwise decoding with the same cache: the cached keys and values stay
@@ -35,7 +36,6 @@ from leapdecode.dllm.config import DLLM_CACHES as CACHES
 from leapdecode.dllm.config import DiffusionConfig
 from leapdecode.models.base import Segment
 from leapdecode.models.llama import PACKED_MAX_ROWS, LlamaModel
-
 
 
 class Canvas(Protocol):

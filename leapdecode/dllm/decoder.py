@@ -38,6 +38,7 @@ class Decoding:
     mask_id: int
     eos_ids: frozenset[int]
     stats: GenerationStats = field(default_factory=GenerationStats)
+    on_block: Callable[[list[int]], bool] | None = None  # each finished block's tokens; False stops decoding
 
     def run(self, blocks: int) -> list[int]:
         answer: list[int] = []
@@ -46,7 +47,7 @@ class Decoding:
             logits = self._forward(lambda: self.canvas.open(committed))
             block = self.block(logits)
             answer += block.tokens
-            if block.ended:
+            if block.ended or self.on_block is not None and not self.on_block(block.tokens):
                 break
             committed = block.tokens
         return answer

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,13 +14,24 @@ from leapdecode.dllm.config import DLLM_CACHES
 from leapdecode.dllm.decoder import Decoding
 from leapdecode.dllm.methods import DllmOptions, is_lossless, make_unmasker
 from leapdecode.dllm.model import load_dllm
+from leapdecode.dllm.unmasking import Unmasker
 from leapdecode.errors import InvalidRequest
 from leapdecode.types import GenerationResult, GenerationStats
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    block: int
+    max_new: int
+    unmasker: Unmasker
+    cache: str
+
+
 class DiffusionLLM:
     """A loaded masked-diffusion LM. generate(method=stepwise|ssd|fixed|threshold|prophet|auto, max_new_tokens,
-    block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, quality)."""
+    block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, quality; cache;
+    on_block(tokens) -> bool, called with each finished block, False to stop there: the server streams and
+    cancels with it)."""
 
     is_diffusion = True
 
@@ -37,30 +50,37 @@ class DiffusionLLM:
         return encode_prompt(self.tokenizer, prompt, raw)
 
     def generate(self, prompt: str | list[dict[str, str]] | None = None, *, prompt_ids: list[int] | None = None,
-                 raw: bool = False, method: str = "auto", max_new_tokens: int = 128, block_size: int | None = None,
-                 temperature: float = 0.0, draft_length: int = 4, parallel: int = 2, confidence: float = 0.9,
-                 commit_gap: float = 5.0, quality: float = 1.0, cache: str | None = None,
-                 **unknown: Any) -> GenerationResult:
+                 raw: bool = False, on_block: Callable[[list[int]], bool] | None = None,
+                 **request: Any) -> GenerationResult:
         t0 = time.perf_counter()
         if prompt_ids is None and prompt is None:
             raise InvalidRequest("give a prompt or prompt_ids")
         ids = list(prompt_ids) if prompt_ids is not None else self.encode(prompt, raw)  # type: ignore[arg-type]
+        plan = self._plan(ids, **request)
+        stats = GenerationStats()
+        canvas = self.canvas_type(self.network, self.config, ids, plan.block, plan.max_new, plan.cache)
+        stats.setup_seconds = time.perf_counter() - t0
+        decoding = Decoding(canvas, plan.unmasker, self.config.mask_token_id, frozenset(self.eos_ids), stats, on_block)
+        answer = decoding.run(plan.max_new // plan.block)
+        stats.new_tokens, stats.seconds = len(answer), time.perf_counter() - t0
+        ended = len(answer) < plan.max_new
+        return GenerationResult(self.tokenizer.decode(answer, skip_special_tokens=True), answer,
+                                "stop" if ended else "length", stats)
+
+    def validate(self, prompt_ids: list[int], **request: Any) -> None:
+        """Every check generate() makes before decoding, without decoding (the server's 400s)."""
+        self._plan(list(prompt_ids), **request)
+
+    def _plan(self, ids: list[int], method: str = "auto", max_new_tokens: int = 128, block_size: int | None = None,
+              temperature: float = 0.0, draft_length: int = 4, parallel: int = 2, confidence: float = 0.9,
+              commit_gap: float = 5.0, quality: float = 1.0, cache: str | None = None, **unknown: Any) -> _Plan:
         block = block_size or self.config.block_size
         options = DllmOptions(draft_length, parallel, confidence, commit_gap, quality)
         unmasker = make_unmasker(method, options)  # refuses an unknown method
         self._check(method, options, ids, max_new_tokens, block, temperature, unknown)
         if cache is not None and cache not in DLLM_CACHES:
             raise InvalidRequest(f"cache {cache!r}: choose from {', '.join(DLLM_CACHES)}")
-        stats = GenerationStats()
-        canvas = self.canvas_type(self.network, self.config, ids, block, max_new_tokens,
-                                  cache or self.canvas_type.exact_caches[-1])
-        stats.setup_seconds = time.perf_counter() - t0
-        decoding = Decoding(canvas, unmasker, self.config.mask_token_id, frozenset(self.eos_ids), stats)
-        answer = decoding.run(max_new_tokens // block)
-        stats.new_tokens, stats.seconds = len(answer), time.perf_counter() - t0
-        ended = len(answer) < max_new_tokens
-        return GenerationResult(self.tokenizer.decode(answer, skip_special_tokens=True), answer,
-                                "stop" if ended else "length", stats)
+        return _Plan(block, max_new_tokens, unmasker, cache or self.canvas_type.exact_caches[-1])
 
     @property
     def canvas_type(self) -> type[BlockCanvas] | type[FullCanvas]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from leapdecode.errors import InvalidRequest
 
@@ -25,10 +26,11 @@ class ServerConfig:
     skip_dtype: str | None = None  # method "layerskip" (and auto's layerskip arm): the precision its draft reads the weights at (e.g. int4)
 
     def __post_init__(self) -> None:
+        from leapdecode.dllm.config import DLLM_ONLY
         from leapdecode.drafters import DRAFTER_METHODS
 
-        if self.method not in DRAFTER_METHODS:
-            raise InvalidRequest(f"unknown method {self.method!r}; known: {', '.join(DRAFTER_METHODS)}")
+        if self.method not in DRAFTER_METHODS + DLLM_ONLY:
+            raise InvalidRequest(f"unknown method {self.method!r}; known: {', '.join(DRAFTER_METHODS + DLLM_ONLY)}")
         if self.method == "draft" and not self.draft_model:
             raise InvalidRequest("method draft needs --draft-model NAME|PATH: a smaller model with the same tokenizer")
         if self.shutdown_grace < 0:
@@ -43,13 +45,15 @@ def build_app(config: ServerConfig):
     in a thread of its own, unless the caller runs it: see serve())."""
     from leapdecode.api import LLM
     from leapdecode.batching.scheduler import Scheduler, SchedulerConfig
-    from leapdecode.dllm.model import require_autoregressive
+    from leapdecode.drafters import DRAFTER_METHODS
     from leapdecode.server.app import create_app
     from leapdecode.server.service import Service
 
-    require_autoregressive(config.model, "the server batches autoregressive models; serving a diffusion LM is not "
-                                         "built yet (run it with `leapdecode generate` or `bench`)")
     llm = LLM(config.model, dtype=config.dtype, threads=config.threads)
+    if llm.is_diffusion:
+        return _diffusion_app(llm, config)
+    if config.method not in DRAFTER_METHODS:
+        raise InvalidRequest(f"method {config.method} is for diffusion LMs; {config.model} is autoregressive")
     scheduler = Scheduler(llm.network, SchedulerConfig(config.max_batch, config.max_queue, config.adaptive),
                           policy=llm.policy)
     service = Service(llm, scheduler, config.served_name or config.model, config.method, _method_options(config))
@@ -59,6 +63,21 @@ def build_app(config: ServerConfig):
         # load the drafting weights and run (or read) the skip search now, not in the first request
         llm.generate(prompt_ids=llm.encode("Hello"), method="layerskip", max_new_tokens=2,
                      **service.method_options["layerskip"])
+    return create_app(service, config.shutdown_grace)
+
+
+def _diffusion_app(llm: Any, config: ServerConfig):
+    """A diffusion LM: one request at a time, each streamed block by block (dllm/serving.py)."""
+    from leapdecode.dllm.config import DLLM_METHODS
+    from leapdecode.dllm.serving import BlockScheduler
+    from leapdecode.server.app import create_app
+    from leapdecode.server.service import Service
+
+    if config.method not in DLLM_METHODS or config.draft_model or config.skip_layers or config.tree:
+        raise InvalidRequest(f"a diffusion LM is served with --method {', '.join(DLLM_METHODS)} and no drafting "
+                             "options (--draft-model, --skip-layers, --tree)")
+    scheduler = BlockScheduler(config.max_queue)
+    service = Service(llm, scheduler, config.served_name or config.model, config.method)  # type: ignore[arg-type]
     return create_app(service, config.shutdown_grace)
 
 

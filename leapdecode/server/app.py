@@ -120,7 +120,7 @@ async def _whole(service: Service, run: Run, feed: Subscription, request: Reques
             return JSONResponse({"error": {"message": ev.error, "type": "server_error", "param": None,
                                            "code": None}}, status_code=500)
         if ev.finish_reason:
-            return JSONResponse(shape.whole(run.finisher.text, ev.finish_reason, service.usage(run)))
+            return JSONResponse(shape.whole(run.result().text, ev.finish_reason, service.usage(run)))
 
 
 async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leapdecode.api import LLM, Run
 from leapdecode.batching.scheduler import Event, Scheduler
@@ -12,6 +12,9 @@ from leapdecode.drafters import DRAFTER_METHODS, required_options
 from leapdecode.errors import InvalidRequest
 from leapdecode.server.metrics import Metrics
 from leapdecode.server.protocol import ChatRequest, CompletionRequest
+
+if TYPE_CHECKING:
+    from leapdecode.dllm.serving import DiffusionRun
 
 
 class UnknownModel(InvalidRequest):
@@ -26,7 +29,7 @@ class Service:
         self.metrics = Metrics(lambda: scheduler.queue_depth, lambda: scheduler.batch_size)
         scheduler.on_step = self.metrics.forward
 
-    def prepare(self, req: ChatRequest | CompletionRequest) -> Run:
+    def prepare(self, req: ChatRequest | CompletionRequest) -> Run | DiffusionRun:
         """Validate a request against the model and turn it into a Run; raises InvalidRequest/UnknownModel."""
         if req.model != self.model_id:
             raise UnknownModel(f"the model {req.model!r} does not exist here; this server serves {self.model_id!r}")
@@ -36,6 +39,8 @@ class Service:
         room = self.llm.network.max_context - len(ids)
         limit = req.limit() if req.limit() is not None else max(room, 1)  # a full prompt gets the clear error
         method = req.method or self.method
+        if self.llm.is_diffusion:
+            return self._prepare_diffusion(req, ids, limit, method)
         if method not in DRAFTER_METHODS:
             raise InvalidRequest(f"unknown method {method!r}; known: {', '.join(DRAFTER_METHODS)}")
         missing = [o for o in required_options(method) if o not in self.method_options.get(method, {})]
@@ -46,6 +51,21 @@ class Service:
         options = dict(method=method, max_new_tokens=limit, temperature=req.temperature,
                        top_p=req.top_p, seed=req.seed, stop=req.stop_strings(), **self.method_options.get(method, {}))
         return self.llm.stream(prompt_ids=ids, **options)
+
+    def _prepare_diffusion(self, req: ChatRequest | CompletionRequest, ids: list[int], limit: int,
+                           method: str) -> DiffusionRun:
+        """A diffusion LM decodes greedily, whole blocks (cut at max_tokens), with the server's method."""
+        from leapdecode.dllm.serving import DiffusionRun
+
+        if req.top_p != 1.0 or req.seed is not None or req.stop_strings():
+            raise InvalidRequest("a diffusion LM decodes greedily here: top_p, seed and stop do not apply")
+        # greedy unless the request asked for sampling (OpenAI's default temperature, 1, is not asking)
+        temperature = req.temperature if "temperature" in req.model_fields_set else 0.0
+        block = self.llm.config.block_size
+        options = {"method": method, "max_new_tokens": -(-limit // block) * block, "temperature": temperature}
+        options |= self.method_options.get(method, {})
+        self.llm.validate(ids, **options)
+        return DiffusionRun(self.llm, ids, options, limit)
 
     def _prompt_ids(self, req: ChatRequest | CompletionRequest) -> list[int]:
         if isinstance(req, ChatRequest):
@@ -67,7 +87,7 @@ class Service:
         return {
             "prompt_tokens": len(run.prompt_ids), "completion_tokens": len(res.token_ids),
             "total_tokens": len(run.prompt_ids) + len(res.token_ids),
-            "speculation": {"method": run.opts.method, "accepted_per_forward": round(s.mean_accepted, 4),
+            "speculation": {"method": run.method, "accepted_per_forward": round(s.mean_accepted, 4),
                             "target_forwards": s.target_forwards, "drafted": s.drafted, "accepted": s.accepted}
                            | ({"arms": dict(s.arms)} if s.arms else {}),  # auto: steps each arm drafted
         }
