@@ -135,7 +135,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         '(pip install -e ".[llamacpp]"); llamacpp-server, llamacpp-draft, llamacpp-lookup: llama.cpp\'s own '
         'llama-server plain, with -md --draft-model, with its n-gram cache (scripts/build-llamacpp); '
         'ngram:tree, suffix:tree, ...: that method drafting token trees; a diffusion LM (--model '
-        'smollm2-135m-dllm): stepwise, ssd, auto, and ar:METHOD for --ar-model beside it',
+        'smollm2-135m-dllm): stepwise, ssd, auto, fixed, threshold, prophet, each with a knob and cache '
+        '(threshold@0.9+dual), and ar:METHOD for --ar-model beside it',
     )
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--limit", type=int, default=defaults.limit, help="first K prompts; 0 for all")
@@ -159,7 +160,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llamacpp-draft-min", type=int, default=None, metavar="N",
                         help="llamacpp-draft: llama.cpp's --spec-draft-n-min (default: llama.cpp's own)")
     parser.add_argument("--block-size", type=int, default=None,
-                        help="diffusion LMs (methods stepwise, ssd, auto): tokens per block (default: the model's)")
+                        help="diffusion LMs: tokens per block (default: the model's)")
     parser.add_argument("--ar-model", default=None,
                         help="ar:METHOD contenders beside a diffusion LM run on this AR model (default: the one the "
                              "dLLM was trained from)")
