@@ -111,7 +111,8 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, log_l
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
     http.start()
+    batch = "one request at a time" if app.state.service.llm.is_diffusion else f"batch up to {config.max_batch}"
     print(f"leapdecode: serving {config.served_name or config.model} at http://{host}:{port}/v1 "
-          f"(method {config.method}, batch up to {config.max_batch})", flush=True)
+          f"(method {config.method}, {batch})", flush=True)
     scheduler.run(keep_going=http.is_alive)  # returns once the app's shutdown stopped it, or uvicorn died
     http.join(timeout=config.shutdown_grace + 10)
