@@ -120,6 +120,16 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     d.add_argument("--out", help="where to save it (default: the cache, where its known name finds it)")
     d.set_defaults(run=_train_dllm)
+    f = sub.add_parser("train-filter", help="train the learned filter of --method filter on a diffusion LM's own "
+                                            "stepwise runs (minutes)")
+    f.add_argument("--model", default="smollm2-135m-dllm", help="known dLLM name or checkpoint directory")
+    f.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+    f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--prompts", type=int, default=96, help="training prompts decoded stepwise")
+    f.add_argument("--max-new-tokens", type=int, default=64)
+    f.add_argument("--block-size", type=int, default=8)
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(run=_train_filter)
     x = sub.add_parser("export-gguf", help="write a diffusion LM as a GGUF file for llama.cpp's diffusion runner "
                                            "(its dream architecture)")
     x.add_argument("--model", default="smollm2-135m-dllm", help="known dLLM name or checkpoint directory")
@@ -213,6 +223,9 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
     d.add_argument("--commit-gap", type=float, default=None,
                    help="prophet method (and auto below quality 1): commit the rest of the block once the mean "
                         "top-2 log-probability gap reaches this (default 5.0)")
+    d.add_argument("--filter-threshold", type=float, default=None,
+                   help="filter method: fill every position the learned filter calls final at least this surely "
+                        "(default 0.9; train it first: leapdecode train-filter)")
     d.add_argument("--quality", type=float, default=None,
                    help="auto: 1 (default) = identical to stepwise decoding; below 1, faster and possibly "
                         "different: confidence-threshold filling at this value plus early commit")
@@ -221,7 +234,7 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
                         "block-causal model, none on a bidirectional one; prefix and dual are approximate there)")
 
 
-DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "quality", "cache")
+DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "filter_threshold", "quality", "cache")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -388,6 +401,21 @@ def _train_head(args: argparse.Namespace) -> int:
     print(f"saved {out}\nheld-out agreement with the model per draft step: {steps}; "
           f"{report.tokens_per_forward:.2f} tokens per forward for a {len(report.step_accuracy)}-token chain "
           f"({report.train_tokens} answer tokens trained on; its vocabulary covers {report.vocab_coverage:.1%})")
+    return 0
+
+
+def _train_filter(args: argparse.Namespace) -> int:
+    from leapdecode.dllm.filter_training import train_filter
+    from leapdecode.dllm.llm import DiffusionLLM
+    from leapdecode.dllm.model import is_dllm
+
+    if not is_dllm(args.model):
+        raise LeapError(f"{args.model} is not a diffusion LM: train-filter is for --method filter on one")
+    if args.prompts < 4 or args.block_size < 1 or args.max_new_tokens % args.block_size:
+        raise LeapError("--prompts must be >= 4 and --block-size must divide --max-new-tokens")
+    llm = DiffusionLLM(args.model, dtype=args.dtype, threads=args.threads)
+    report = train_filter(llm, args.prompts, args.max_new_tokens, args.block_size, seed=args.seed)
+    print(json.dumps(report))
     return 0
 
 

@@ -121,3 +121,26 @@ def test_bench_runs_method_variants_with_caches(tiny_dllm, tmp_path):
     for bad in (("stepwise", "threshold@x"), ("stepwise", "stepwise+warm"), ("stepwise", "none@2")):
         with pytest.raises(LeapError):
             BenchConfig(model=str(tiny_dllm.checkpoint_dir), prompts="parallel-tasks", methods=bad)
+
+
+def test_learned_filter_trains_on_stepwise_runs_and_fills_in_parallel(tiny_dllm, tmp_path, monkeypatch):
+    from leapdecode.dllm.filter_training import filter_path, train_filter
+
+    monkeypatch.setenv("LEAPDECODE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(LeapError, match="train-filter"):
+        tiny_dllm.generate("hi", method="filter", max_new_tokens=8, block_size=4)
+    report = train_filter(tiny_dllm, prompts=8, max_new=16, block=4, epochs=100)
+    assert report["positions"] > 50 and 0.0 < report["final_share"] < 1.0
+    assert filter_path(tiny_dllm.checkpoint_dir).is_file()
+    tiny_dllm._filter = None  # loaded afresh from the file just written
+    step = _ids(tiny_dllm, "stepwise", TASKS[:6])
+    loose = _ids(tiny_dllm, "filter", TASKS[:6], filter_threshold=0.3)
+    assert sum(r.stats.target_forwards for r in loose) < sum(r.stats.target_forwards for r in step)
+    assert all(tiny_dllm.config.mask_token_id not in r.token_ids for r in loose)
+
+
+def test_ignore_eos_decodes_every_position(tiny_dllm):
+    for method in ("stepwise", "threshold"):
+        r = tiny_dllm.generate(TASKS[0].prompt, method=method, max_new_tokens=12, block_size=4, ignore_eos=True)
+        assert len(r.token_ids) == 12 and r.finish_reason == "length"
+        assert tiny_dllm.config.mask_token_id not in r.token_ids

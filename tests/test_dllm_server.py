@@ -68,3 +68,12 @@ def test_bad_requests_are_400_and_the_server_serves_on(dllm_server, extra, fragm
     with pytest.raises(openai.BadRequestError, match=fragment):
         dllm_server.chat.completions.create(model="tiny-dllm", messages=MESSAGES, max_tokens=4, **extra)
     assert dllm_server.chat.completions.create(model="tiny-dllm", messages=MESSAGES, max_tokens=4).choices
+
+
+def test_a_client_leaving_mid_stream_does_not_stop_the_server(dllm_server):
+    stream = dllm_server.chat.completions.create(model="tiny-dllm", messages=MESSAGES, max_tokens=64, stream=True,
+                                                 extra_body={"method": "stepwise"})
+    next(iter(stream))
+    stream.close()  # gone after the first chunk: the request is cancelled at its next block
+    again = dllm_server.chat.completions.create(model="tiny-dllm", messages=MESSAGES, max_tokens=8)
+    assert again.choices[0].finish_reason in ("stop", "length")

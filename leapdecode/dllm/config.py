@@ -9,12 +9,12 @@ from leapdecode.errors import InvalidRequest, ModelLoadError
 
 LLADA_MASK_ID = 126336  # LLaDA's [MASK] when its config does not say
 ATTENTIONS = ("bidirectional", "block_causal")
-DLLM_LOSSY = ("fixed", "threshold", "prophet")  # output may differ from stepwise decoding
+DLLM_LOSSY = ("fixed", "threshold", "prophet", "filter")  # output may differ from stepwise decoding
 DLLM_ONLY = ("stepwise", "ssd") + DLLM_LOSSY  # methods for diffusion LMs alone
 DLLM_METHODS = DLLM_ONLY + ("auto",)  # auto is a name AR models share
 # each method's one knob, which a variant name sets: "threshold@0.8" is threshold with confidence 0.8
 KNOBS = {"ssd": ("draft_length", int), "fixed": ("parallel", int), "threshold": ("confidence", float),
-         "prophet": ("commit_gap", float), "auto": ("quality", float)}
+         "prophet": ("commit_gap", float), "filter": ("filter_threshold", float), "auto": ("quality", float)}
 VARIANT, WITH_CACHE = "@", "+"  # "threshold@0.8+dual": and with the dual cache
 DLLM_CACHES = ("none", "prefix", "dual")
 

@@ -12,6 +12,7 @@ import torch
 from leapdecode.dllm.canvas import BlockCanvas, FullCanvas
 from leapdecode.dllm.config import DLLM_CACHES
 from leapdecode.dllm.decoder import Decoding
+from leapdecode.dllm.learned_filter import FilterNet, LearnedFilter
 from leapdecode.dllm.methods import DllmOptions, is_lossless, make_unmasker
 from leapdecode.dllm.model import load_dllm
 from leapdecode.dllm.unmasking import Unmasker
@@ -25,11 +26,13 @@ class _Plan:
     max_new: int
     unmasker: Unmasker
     cache: str
+    eos: frozenset[int]  # the tokens that end the answer (none with ignore_eos)
 
 
 class DiffusionLLM:
     """A loaded masked-diffusion LM. generate(method=stepwise|ssd|fixed|threshold|prophet|auto, max_new_tokens,
-    block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, quality; cache;
+    block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, filter_threshold,
+    quality; cache;
     on_block(tokens) -> bool, called with each finished block, False to stop there: the server streams and
     cancels with it)."""
 
@@ -43,6 +46,7 @@ class DiffusionLLM:
         self.precision = self.model.precision
         self.checkpoint_dir = self.model.path
         self.eos_ids = set(self.config.eos_token_ids) or {self.tokenizer.eos_token_id}
+        self._filter: FilterNet | None = None  # the filter method's, loaded on first use
 
     def encode(self, prompt: str | list[dict[str, str]], raw: bool = False) -> list[int]:
         from leapdecode.api import encode_prompt
@@ -60,7 +64,7 @@ class DiffusionLLM:
         stats = GenerationStats()
         canvas = self.canvas_type(self.network, self.config, ids, plan.block, plan.max_new, plan.cache)
         stats.setup_seconds = time.perf_counter() - t0
-        decoding = Decoding(canvas, plan.unmasker, self.config.mask_token_id, frozenset(self.eos_ids), stats, on_block)
+        decoding = Decoding(canvas, plan.unmasker, self.config.mask_token_id, plan.eos, stats, on_block)
         answer = decoding.run(plan.max_new // plan.block)
         stats.new_tokens, stats.seconds = len(answer), time.perf_counter() - t0
         ended = len(answer) < plan.max_new
@@ -73,14 +77,25 @@ class DiffusionLLM:
 
     def _plan(self, ids: list[int], method: str = "auto", max_new_tokens: int = 128, block_size: int | None = None,
               temperature: float = 0.0, draft_length: int = 4, parallel: int = 2, confidence: float = 0.9,
-              commit_gap: float = 5.0, quality: float = 1.0, cache: str | None = None, **unknown: Any) -> _Plan:
+              commit_gap: float = 5.0, filter_threshold: float = 0.9, quality: float = 1.0, cache: str | None = None,
+              unmasker: Unmasker | None = None, ignore_eos: bool = False, **unknown: Any) -> _Plan:
+        """unmasker: decode with this one instead of the method's (the filter's training records with it);
+        ignore_eos: decode every position, past the end token too (speed measurements, as vLLM's)."""
         block = block_size or self.config.block_size
-        options = DllmOptions(draft_length, parallel, confidence, commit_gap, quality)
-        unmasker = make_unmasker(method, options)  # refuses an unknown method
+        options = DllmOptions(draft_length, parallel, confidence, commit_gap, filter_threshold, quality)
+        unmasker = unmasker or make_unmasker(method, options, lambda: self._learned(filter_threshold))
         self._check(method, options, ids, max_new_tokens, block, temperature, unknown)
         if cache is not None and cache not in DLLM_CACHES:
             raise InvalidRequest(f"cache {cache!r}: choose from {', '.join(DLLM_CACHES)}")
-        return _Plan(block, max_new_tokens, unmasker, cache or self.canvas_type.exact_caches[-1])
+        eos = frozenset() if ignore_eos else frozenset(self.eos_ids)
+        return _Plan(block, max_new_tokens, unmasker, cache or self.canvas_type.exact_caches[-1], eos)
+
+    def _learned(self, threshold: float) -> LearnedFilter:
+        from leapdecode.dllm.filter_training import load_filter
+
+        if self._filter is None:
+            self._filter = load_filter(self.checkpoint_dir)
+        return LearnedFilter(self._filter, frozenset(self.eos_ids), threshold)
 
     @property
     def canvas_type(self) -> type[BlockCanvas] | type[FullCanvas]:

@@ -1,16 +1,18 @@
 """A dLLM method name and its options -> the Unmasker that decodes with it.
 
 Lossless (output identical to stepwise decoding): stepwise, ssd, and auto at quality 1 (the default).
-Lossy (say so; the bench measures the cost): fixed, threshold, prophet, and auto below quality 1.
+Lossy (say so; the bench measures the cost): fixed, threshold, prophet, filter, and auto below quality 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from leapdecode.dllm.config import DLLM_LOSSY, DLLM_METHODS
 from leapdecode.dllm.early_commit import EarlyCommit
 from leapdecode.dllm.fixed import FixedParallel
+from leapdecode.dllm.learned_filter import LearnedFilter
 from leapdecode.dllm.threshold import ConfidenceThreshold
 from leapdecode.dllm.unmasking import SelfSpeculative, Stepwise, Unmasker
 from leapdecode.errors import InvalidRequest
@@ -22,13 +24,15 @@ class DllmOptions:
     parallel: int = 2  # fixed: fills per forward
     confidence: float = 0.9  # threshold: fill every position at least this sure
     commit_gap: float = 5.0  # prophet: mean top-2 log-probability gap that commits the rest of the block
+    filter_threshold: float = 0.9  # filter: fill where the learned filter calls the prediction final this surely
     quality: float = 1.0  # auto: 1 = lossless; below, faster and possibly different (see make_unmasker)
 
     def check(self) -> None:
         if self.draft_length < 1 or self.parallel < 1:
             raise InvalidRequest("draft_length and parallel must be >= 1")
-        if not 0.0 < self.confidence <= 1.0:
-            raise InvalidRequest(f"confidence must be in (0, 1], got {self.confidence}")
+        for name in ("confidence", "filter_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise InvalidRequest(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.commit_gap <= 0:
             raise InvalidRequest(f"commit_gap must be > 0, got {self.commit_gap}")
         if not 0.0 < self.quality <= 1.0:
@@ -39,7 +43,8 @@ def is_lossless(method: str, options: DllmOptions) -> bool:
     return method not in DLLM_LOSSY and not (method == "auto" and options.quality < 1.0)
 
 
-def make_unmasker(method: str, o: DllmOptions) -> Unmasker:
+def make_unmasker(method: str, o: DllmOptions, learned: Callable[[], LearnedFilter] | None = None) -> Unmasker:
+    """learned: builds the filter method's Unmasker (it loads a trained filter)."""
     if method not in DLLM_METHODS:
         raise InvalidRequest(f"method {method!r} is not for a diffusion LM; choose from {', '.join(DLLM_METHODS)}")
     if method == "stepwise":
@@ -52,6 +57,10 @@ def make_unmasker(method: str, o: DllmOptions) -> Unmasker:
         return ConfidenceThreshold(o.confidence)
     if method == "prophet":
         return EarlyCommit(o.commit_gap)
+    if method == "filter":
+        if learned is None:
+            raise InvalidRequest("method filter needs a model with a trained filter")
+        return learned()
     if o.quality >= 1.0:  # auto, lossless: self-speculation whose draft length follows acceptance
         return SelfSpeculative(2, adaptive=True, threshold=0.5)
     return EarlyCommit(o.commit_gap, inner=ConfidenceThreshold(o.quality))
