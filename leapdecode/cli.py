@@ -226,6 +226,9 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
     d.add_argument("--filter-threshold", type=float, default=None,
                    help="filter method: fill every position the learned filter calls final at least this surely "
                         "(default 0.9; train it first: leapdecode train-filter)")
+    d.add_argument("--end-of-text", type=float, default=None,
+                   help="lossy methods: once an end token is at least this likely, fill it and the padding after "
+                        "it in the same step (default 0.9; 0: off)")
     d.add_argument("--quality", type=float, default=None,
                    help="auto: 1 (default) = identical to stepwise decoding; below 1, faster and possibly "
                         "different: confidence-threshold filling at this value plus early commit")
@@ -234,7 +237,8 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
                         "block-causal model, none on a bidirectional one; prefix and dual are approximate there)")
 
 
-DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "filter_threshold", "quality", "cache")
+DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text", "quality",
+              "cache")
 
 
 def _generate(args: argparse.Namespace) -> int:

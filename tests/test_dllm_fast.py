@@ -22,11 +22,15 @@ def _ids(llm, method, tasks=TASKS, **options):
 
 
 def test_lossy_methods_at_their_strictest_setting_are_stepwise(tiny_dllm):
-    """fixed with one fill, threshold at certainty, prophet with an unreachable gap: stepwise decoding."""
-    ref = [r.token_ids for r in _ids(tiny_dllm, "stepwise")]
+    """fixed with one fill, threshold at certainty, prophet with an unreachable gap (without end-of-text
+    prediction): stepwise decoding. End-of-text prediction only saves forwards."""
+    step = _ids(tiny_dllm, "stepwise")
+    ref = [r.token_ids for r in step]
     for method, knob in (("fixed", {"parallel": 1}), ("threshold", {"confidence": 1.0}),
                          ("prophet", {"commit_gap": 1e9}), ("auto", {"quality": 1.0})):
-        assert [r.token_ids for r in _ids(tiny_dllm, method, **knob)] == ref, method
+        assert [r.token_ids for r in _ids(tiny_dllm, method, end_of_text=0.0, **knob)] == ref, method
+    eot = _ids(tiny_dllm, "fixed", parallel=1, end_of_text=0.5)
+    assert sum(r.stats.target_forwards for r in eot) < sum(r.stats.target_forwards for r in step)
 
 
 def test_lossy_methods_fill_several_tokens_per_forward(tiny_dllm):

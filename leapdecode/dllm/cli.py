@@ -28,7 +28,8 @@ def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
         raise LeapError(f"--{given[0].replace('_', '-')} does not apply to a diffusion LM")
     if not prompt.strip():
         raise LeapError("the prompt is empty")
-    knobs = {k: getattr(args, k) for k in ("parallel", "confidence", "commit_gap", "filter_threshold", "quality")}
+    knobs = {k: getattr(args, k) for k in ("parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text",
+                                           "quality")}
     options: dict[str, Any] = {"method": args.method, "max_new_tokens": args.max_new_tokens,
                                "block_size": args.block_size, "temperature": args.temperature}
     options |= {k: v for k, v in knobs.items() if v is not None}

@@ -4,8 +4,8 @@ proposals, verified so that every lossless method ends where stepwise decoding w
 A proposal [f1, f2, ..., fk] is verified in one forward of the states s1 = s + f1, s2 = s1 + f2, ...: f1 is
 the reference rule's own choice (from the logits in hand), and f(i+1) holds when the rule, run on s_i, picks
 it. The step keeps s_a for the longest agreeing prefix and already holds s_a's logits for the next step, so a
-miss costs no extra forward. A lossy method (fixed.py, threshold.py, early_commit.py) commits its fills as
-proposed, one forward per step.
+miss costs no extra forward. A lossy method (fixed.py, threshold.py, early_commit.py, learned_filter.py, with
+end_of_text.py) commits its fills as proposed, one forward per step.
 
 The answer ends at its first end token once every position before it is filled: the text can no longer
 change, so every method stops at the same state.

@@ -32,7 +32,7 @@ class _Plan:
 class DiffusionLLM:
     """A loaded masked-diffusion LM. generate(method=stepwise|ssd|fixed|threshold|prophet|auto, max_new_tokens,
     block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, filter_threshold,
-    quality; cache;
+    quality, end_of_text; cache;
     on_block(tokens) -> bool, called with each finished block, False to stop there: the server streams and
     cancels with it)."""
 
@@ -77,17 +77,18 @@ class DiffusionLLM:
 
     def _plan(self, ids: list[int], method: str = "auto", max_new_tokens: int = 128, block_size: int | None = None,
               temperature: float = 0.0, draft_length: int = 4, parallel: int = 2, confidence: float = 0.9,
-              commit_gap: float = 5.0, filter_threshold: float = 0.9, quality: float = 1.0, cache: str | None = None,
-              unmasker: Unmasker | None = None, ignore_eos: bool = False, **unknown: Any) -> _Plan:
+              commit_gap: float = 5.0, filter_threshold: float = 0.9, quality: float = 1.0, end_of_text: float = 0.9,
+              cache: str | None = None, unmasker: Unmasker | None = None, ignore_eos: bool = False,
+              **unknown: Any) -> _Plan:
         """unmasker: decode with this one instead of the method's (the filter's training records with it);
         ignore_eos: decode every position, past the end token too (speed measurements, as vLLM's)."""
         block = block_size or self.config.block_size
-        options = DllmOptions(draft_length, parallel, confidence, commit_gap, filter_threshold, quality)
-        unmasker = unmasker or make_unmasker(method, options, lambda: self._learned(filter_threshold))
+        options = DllmOptions(draft_length, parallel, confidence, commit_gap, filter_threshold, quality, end_of_text)
+        eos = frozenset() if ignore_eos else frozenset(self.eos_ids)
+        unmasker = unmasker or make_unmasker(method, options, eos, lambda: self._learned(filter_threshold))
         self._check(method, options, ids, max_new_tokens, block, temperature, unknown)
         if cache is not None and cache not in DLLM_CACHES:
             raise InvalidRequest(f"cache {cache!r}: choose from {', '.join(DLLM_CACHES)}")
-        eos = frozenset() if ignore_eos else frozenset(self.eos_ids)
         return _Plan(block, max_new_tokens, unmasker, cache or self.canvas_type.exact_caches[-1], eos)
 
     def _learned(self, threshold: float) -> LearnedFilter:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from leapdecode.dllm.config import DLLM_LOSSY, DLLM_METHODS
 from leapdecode.dllm.early_commit import EarlyCommit
+from leapdecode.dllm.end_of_text import EndOfText
 from leapdecode.dllm.fixed import FixedParallel
 from leapdecode.dllm.learned_filter import LearnedFilter
 from leapdecode.dllm.threshold import ConfidenceThreshold
@@ -26,10 +27,13 @@ class DllmOptions:
     commit_gap: float = 5.0  # prophet: mean top-2 log-probability gap that commits the rest of the block
     filter_threshold: float = 0.9  # filter: fill where the learned filter calls the prediction final this surely
     quality: float = 1.0  # auto: 1 = lossless; below, faster and possibly different (see make_unmasker)
+    end_of_text: float = 0.9  # lossy methods: pad the rest once an end token is this sure (0: off)
 
     def check(self) -> None:
         if self.draft_length < 1 or self.parallel < 1:
             raise InvalidRequest("draft_length and parallel must be >= 1")
+        if not 0.0 <= self.end_of_text <= 1.0:
+            raise InvalidRequest(f"end_of_text must be in [0, 1], got {self.end_of_text}")
         for name in ("confidence", "filter_threshold"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise InvalidRequest(f"{name} must be in (0, 1], got {getattr(self, name)}")
@@ -43,10 +47,19 @@ def is_lossless(method: str, options: DllmOptions) -> bool:
     return method not in DLLM_LOSSY and not (method == "auto" and options.quality < 1.0)
 
 
-def make_unmasker(method: str, o: DllmOptions, learned: Callable[[], LearnedFilter] | None = None) -> Unmasker:
-    """learned: builds the filter method's Unmasker (it loads a trained filter)."""
+def make_unmasker(method: str, o: DllmOptions, eos_ids: frozenset[int] = frozenset(),
+                  learned: Callable[[], LearnedFilter] | None = None) -> Unmasker:
+    """learned: builds the filter method's Unmasker (it loads a trained filter). A lossy method also fills the
+    padding after a sure end of text at once (end_of_text > 0 and end tokens known)."""
     if method not in DLLM_METHODS:
         raise InvalidRequest(f"method {method!r} is not for a diffusion LM; choose from {', '.join(DLLM_METHODS)}")
+    unmasker = _base(method, o, learned)
+    if unmasker.lossless or not o.end_of_text or not eos_ids:
+        return unmasker
+    return EndOfText(unmasker, eos_ids, o.end_of_text)
+
+
+def _base(method: str, o: DllmOptions, learned: Callable[[], LearnedFilter] | None) -> Unmasker:
     if method == "stepwise":
         return Stepwise()
     if method == "ssd":
