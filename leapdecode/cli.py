@@ -229,6 +229,9 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
     d.add_argument("--end-of-text", type=float, default=None,
                    help="lossy methods: once an end token is at least this likely, fill it and the padding after "
                         "it in the same step (default 0.9; 0: off)")
+    d.add_argument("--adaptive-blocks", action="store_true", default=None,
+                   help="block sizes that follow the text (AdaBlock): a block ends at the first sure newline or "
+                        "sentence mark within twice --block-size (lossy; block-causal models)")
     d.add_argument("--quality", type=float, default=None,
                    help="auto: 1 (default) = identical to stepwise decoding; below 1, faster and possibly "
                         "different: confidence-threshold filling at this value plus early commit")
@@ -238,7 +241,7 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
 
 
 DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text", "quality",
-              "cache")
+              "adaptive_blocks", "cache")
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -148,3 +148,32 @@ def test_ignore_eos_decodes_every_position(tiny_dllm):
         r = tiny_dllm.generate(TASKS[0].prompt, method=method, max_new_tokens=12, block_size=4, ignore_eos=True)
         assert len(r.token_ids) == 12 and r.finish_reason == "length"
         assert tiny_dllm.config.mask_token_id not in r.token_ids
+
+
+def test_adaptive_blocks_end_at_a_sure_closing_token(tiny_dllm, tmp_path):
+    from leapdecode.dllm.adaptive_block import BlockSizer, closing_tokens
+    from leapdecode.dllm.config import split_variant
+
+    closers = closing_tokens(tiny_dllm.tokenizer)
+    period = tiny_dllm.tokenizer.convert_tokens_to_ids(".")
+    assert period in closers and tiny_dllm.tokenizer.convert_tokens_to_ids("red") not in closers
+    sizer, V, mask = BlockSizer(closers, default=4), tiny_dllm.config.vocab_size, tiny_dllm.config.mask_token_id
+    logits = torch.zeros(8, V)
+    assert sizer.window == 8 and sizer.size(logits, mask, room=8) == 4  # nothing sure: the default size
+    logits[2, period] = 30.0  # a sure "." at the third position
+    assert sizer.size(logits, mask, room=8) == 3 and sizer.size(logits, mask, room=2) == 4 - 2
+    for method in ("stepwise", "threshold"):
+        for r in _ids(tiny_dllm, method, TASKS[:4], adaptive_blocks=True):
+            assert len(r.token_ids) <= 16 and mask not in r.token_ids
+    assert not tiny_dllm.lossless("stepwise", _options_ada())
+    assert split_variant("threshold@0.9+none+ada") == ("threshold", {"confidence": 0.9, "cache": "none",
+                                                                     "adaptive_blocks": True})
+    bi = DiffusionLLM(str(make_tiny_dllm(tmp_path / "bi", attention="bidirectional")))
+    with pytest.raises(InvalidRequest, match="block-causal"):
+        bi.generate("hi", method="stepwise", max_new_tokens=8, block_size=4, adaptive_blocks=True)
+
+
+def _options_ada():
+    from leapdecode.dllm.methods import DllmOptions
+
+    return DllmOptions(adaptive_blocks=True)

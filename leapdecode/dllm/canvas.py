@@ -40,6 +40,7 @@ from leapdecode.models.llama import PACKED_MAX_ROWS, LlamaModel
 
 class Canvas(Protocol):
     max_states: int  # candidate states one forward verifies, at most
+    block: int  # positions of the block being decoded (adaptive blocks set it as each block opens)
 
     def open(self, committed: list[int] | None) -> Tensor: ...
 

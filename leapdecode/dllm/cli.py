@@ -29,14 +29,15 @@ def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
     if not prompt.strip():
         raise LeapError("the prompt is empty")
     knobs = {k: getattr(args, k) for k in ("parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text",
-                                           "quality")}
+                                           "quality", "adaptive_blocks")}
     options: dict[str, Any] = {"method": args.method, "max_new_tokens": args.max_new_tokens,
                                "block_size": args.block_size, "temperature": args.temperature}
     options |= {k: v for k, v in knobs.items() if v is not None}
     llm = DiffusionLLM(args.model, dtype=args.dtype, threads=args.threads)
     if args.cache:
         options["cache"] = args.cache
-    if not llm.lossless(args.method, DllmOptions(quality=options.get("quality", 1.0)), args.cache):
+    given = DllmOptions(quality=options.get("quality", 1.0), adaptive_blocks=bool(args.adaptive_blocks))
+    if not llm.lossless(args.method, given, args.cache):
         what = f"method {args.method}" + (f" with cache {args.cache}" if args.cache else "")
         print(f"[{what} is lossy: the output may differ from stepwise decoding (--compare shows where)]",
               file=sys.stderr)
@@ -63,7 +64,7 @@ def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
 def _stepwise_comparison(llm: Any, ids: list[int], options: dict[str, Any], res: Any) -> dict[str, Any]:
     from leapdecode.bench.divergence import first_difference
 
-    ref = llm.generate(prompt_ids=ids, **(options | {"method": "stepwise", "cache": None}))
+    ref = llm.generate(prompt_ids=ids, **(options | {"method": "stepwise", "cache": None, "adaptive_blocks": False}))
     speedup = res.stats.tokens_per_s / ref.stats.tokens_per_s if ref.stats.tokens_per_s else 0.0
     return {"tokens_per_s": round(ref.stats.tokens_per_s, 3), "forwards": ref.stats.target_forwards,
             "speedup": round(speedup, 3), "identical": ref.token_ids == res.token_ids,

@@ -15,7 +15,7 @@ DLLM_METHODS = DLLM_ONLY + ("auto",)  # auto is a name AR models share
 # each method's one knob, which a variant name sets: "threshold@0.8" is threshold with confidence 0.8
 KNOBS = {"ssd": ("draft_length", int), "fixed": ("parallel", int), "threshold": ("confidence", float),
          "prophet": ("commit_gap", float), "filter": ("filter_threshold", float), "auto": ("quality", float)}
-VARIANT, WITH_CACHE = "@", "+"  # "threshold@0.8+dual": and with the dual cache
+VARIANT, WITH_CACHE, ADAPTIVE = "@", "+", "ada"  # "threshold@0.8+dual+ada": the dual cache, adaptive blocks
 DLLM_CACHES = ("none", "prefix", "dual")
 
 
@@ -24,13 +24,18 @@ def is_variant(name: str) -> bool:
 
 
 def split_variant(name: str) -> tuple[str, dict[str, Any]]:
-    """"threshold@0.8+dual" -> ("threshold", {"confidence": 0.8, "cache": "dual"}); a plain name -> (name, {})."""
-    head, plus, cache = name.partition(WITH_CACHE)
+    """"threshold@0.8+dual+ada" -> ("threshold", {"confidence": 0.8, "cache": "dual", "adaptive_blocks": True});
+    a plain name -> (name, {})."""
+    head, *suffixes = name.split(WITH_CACHE)
     options: dict[str, Any] = {}
-    if plus:
-        if cache not in DLLM_CACHES:
-            raise InvalidRequest(f"{name}: the cache after {WITH_CACHE} is one of {', '.join(DLLM_CACHES)}")
-        options["cache"] = cache
+    for suffix in suffixes:
+        if suffix in DLLM_CACHES:
+            options["cache"] = suffix
+        elif suffix == ADAPTIVE:
+            options["adaptive_blocks"] = True
+        else:
+            raise InvalidRequest(f"{name}: after {WITH_CACHE} comes a cache ({', '.join(DLLM_CACHES)}) or {ADAPTIVE} "
+                                 "(adaptive blocks)")
     method, at, value = head.partition(VARIANT)
     if not at:
         return method, options

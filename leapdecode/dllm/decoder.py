@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from leapdecode.dllm.adaptive_block import BlockSizer
 from leapdecode.dllm.canvas import Canvas
 from leapdecode.dllm.unmasking import Fill, Unmasker, reference_fill
 from leapdecode.types import GenerationStats
@@ -40,17 +41,28 @@ class Decoding:
     stats: GenerationStats = field(default_factory=GenerationStats)
     on_block: Callable[[list[int]], bool] | None = None  # each finished block's tokens; False stops decoding
 
-    def run(self, blocks: int) -> list[int]:
+    sizer: BlockSizer | None = None  # adaptive block sizes (adaptive_block.py); None: the canvas's fixed one
+
+    def run(self, max_new: int) -> list[int]:
         answer: list[int] = []
         committed: list[int] | None = None
-        for _ in range(blocks):
-            logits = self._forward(lambda: self.canvas.open(committed))
+        while len(answer) < max_new:
+            logits = self._open(committed, max_new - len(answer))
             block = self.block(logits)
             answer += block.tokens
             if block.ended or self.on_block is not None and not self.on_block(block.tokens):
                 break
             committed = block.tokens
         return answer
+
+    def _open(self, committed: list[int] | None, room: int) -> Tensor:
+        """The next block's first predictions; with a sizer, over a window that it then cuts to the block."""
+        if self.sizer is None:
+            return self._forward(lambda: self.canvas.open(committed))
+        self.canvas.block = min(self.sizer.window, room)
+        logits = self._forward(lambda: self.canvas.open(committed))
+        self.canvas.block = self.sizer.size(logits, self.mask_id, room)
+        return logits[: self.canvas.block]
 
     def block(self, logits: Tensor) -> BlockResult:
         state = torch.full((logits.shape[0],), self.mask_id)

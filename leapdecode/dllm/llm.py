@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from leapdecode.dllm.adaptive_block import BlockSizer, closing_tokens
 from leapdecode.dllm.canvas import BlockCanvas, FullCanvas
 from leapdecode.dllm.config import DLLM_CACHES
 from leapdecode.dllm.decoder import Decoding
@@ -27,12 +28,13 @@ class _Plan:
     unmasker: Unmasker
     cache: str
     eos: frozenset[int]  # the tokens that end the answer (none with ignore_eos)
+    adaptive: bool  # block sizes that follow the text, block the default size
 
 
 class DiffusionLLM:
     """A loaded masked-diffusion LM. generate(method=stepwise|ssd|fixed|threshold|prophet|auto, max_new_tokens,
     block_size, and the methods' options: draft_length, parallel, confidence, commit_gap, filter_threshold,
-    quality, end_of_text; cache;
+    quality, end_of_text, adaptive_blocks; cache;
     on_block(tokens) -> bool, called with each finished block, False to stop there: the server streams and
     cancels with it)."""
 
@@ -47,6 +49,7 @@ class DiffusionLLM:
         self.checkpoint_dir = self.model.path
         self.eos_ids = set(self.config.eos_token_ids) or {self.tokenizer.eos_token_id}
         self._filter: FilterNet | None = None  # the filter method's, loaded on first use
+        self._closers: frozenset[int] | None = None  # the tokens that end an adaptive block, found on first use
 
     def encode(self, prompt: str | list[dict[str, str]], raw: bool = False) -> list[int]:
         from leapdecode.api import encode_prompt
@@ -62,10 +65,12 @@ class DiffusionLLM:
         ids = list(prompt_ids) if prompt_ids is not None else self.encode(prompt, raw)  # type: ignore[arg-type]
         plan = self._plan(ids, **request)
         stats = GenerationStats()
-        canvas = self.canvas_type(self.network, self.config, ids, plan.block, plan.max_new, plan.cache)
+        sizer = BlockSizer(self._closing_tokens(), plan.block) if plan.adaptive else None
+        canvas = self.canvas_type(self.network, self.config, ids, sizer.window if sizer else plan.block, plan.max_new,
+                                  plan.cache)
         stats.setup_seconds = time.perf_counter() - t0
-        decoding = Decoding(canvas, plan.unmasker, self.config.mask_token_id, plan.eos, stats, on_block)
-        answer = decoding.run(plan.max_new // plan.block)
+        decoding = Decoding(canvas, plan.unmasker, self.config.mask_token_id, plan.eos, stats, on_block, sizer)
+        answer = decoding.run(plan.max_new)
         stats.new_tokens, stats.seconds = len(answer), time.perf_counter() - t0
         ended = len(answer) < plan.max_new
         return GenerationResult(self.tokenizer.decode(answer, skip_special_tokens=True), answer,
@@ -78,18 +83,26 @@ class DiffusionLLM:
     def _plan(self, ids: list[int], method: str = "auto", max_new_tokens: int = 128, block_size: int | None = None,
               temperature: float = 0.0, draft_length: int = 4, parallel: int = 2, confidence: float = 0.9,
               commit_gap: float = 5.0, filter_threshold: float = 0.9, quality: float = 1.0, end_of_text: float = 0.9,
-              cache: str | None = None, unmasker: Unmasker | None = None, ignore_eos: bool = False,
-              **unknown: Any) -> _Plan:
+              adaptive_blocks: bool = False, cache: str | None = None, unmasker: Unmasker | None = None,
+              ignore_eos: bool = False, **unknown: Any) -> _Plan:
         """unmasker: decode with this one instead of the method's (the filter's training records with it);
         ignore_eos: decode every position, past the end token too (speed measurements, as vLLM's)."""
         block = block_size or self.config.block_size
-        options = DllmOptions(draft_length, parallel, confidence, commit_gap, filter_threshold, quality, end_of_text)
+        options = DllmOptions(draft_length, parallel, confidence, commit_gap, filter_threshold, quality, end_of_text,
+                              adaptive_blocks)
         eos = frozenset() if ignore_eos else frozenset(self.eos_ids)
         unmasker = unmasker or make_unmasker(method, options, eos, lambda: self._learned(filter_threshold))
         self._check(method, options, ids, max_new_tokens, block, temperature, unknown)
         if cache is not None and cache not in DLLM_CACHES:
             raise InvalidRequest(f"cache {cache!r}: choose from {', '.join(DLLM_CACHES)}")
-        return _Plan(block, max_new_tokens, unmasker, cache or self.canvas_type.exact_caches[-1], eos)
+        if adaptive_blocks and self.config.attention != "block_causal":
+            raise InvalidRequest("adaptive blocks need a block-causal diffusion LM; this one attends both ways")
+        return _Plan(block, max_new_tokens, unmasker, cache or self.canvas_type.exact_caches[-1], eos, adaptive_blocks)
+
+    def _closing_tokens(self) -> frozenset[int]:
+        if self._closers is None:
+            self._closers = closing_tokens(self.tokenizer)
+        return self._closers
 
     def _learned(self, threshold: float) -> LearnedFilter:
         from leapdecode.dllm.filter_training import load_filter
@@ -115,7 +128,7 @@ class DiffusionLLM:
             raise InvalidRequest("a diffusion LM decodes greedily here (temperature 0); sampling is not offered")
         if not isinstance(max_new, int) or max_new < 1 or not isinstance(block, int) or block < 1:
             raise InvalidRequest("max_new_tokens and block_size must be positive integers")
-        if max_new % block:
+        if max_new % block and not options.adaptive_blocks:
             raise InvalidRequest(f"block_size {block} does not divide max_new_tokens {max_new}: "
                                  f"use a multiple, e.g. {max_new + (-max_new % block)}")
         verifies = method in ("ssd", "auto") and is_lossless(method, options)

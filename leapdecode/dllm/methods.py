@@ -28,6 +28,7 @@ class DllmOptions:
     filter_threshold: float = 0.9  # filter: fill where the learned filter calls the prediction final this surely
     quality: float = 1.0  # auto: 1 = lossless; below, faster and possibly different (see make_unmasker)
     end_of_text: float = 0.9  # lossy methods: pad the rest once an end token is this sure (0: off)
+    adaptive_blocks: bool = False  # block sizes that follow the text (adaptive_block.py); lossy
 
     def check(self) -> None:
         if self.draft_length < 1 or self.parallel < 1:
@@ -44,7 +45,8 @@ class DllmOptions:
 
 
 def is_lossless(method: str, options: DllmOptions) -> bool:
-    return method not in DLLM_LOSSY and not (method == "auto" and options.quality < 1.0)
+    lossy_auto = method == "auto" and options.quality < 1.0
+    return method not in DLLM_LOSSY and not lossy_auto and not options.adaptive_blocks
 
 
 def make_unmasker(method: str, o: DllmOptions, eos_ids: frozenset[int] = frozenset(),
