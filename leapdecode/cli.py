@@ -240,8 +240,10 @@ def _dllm_arguments(g: argparse.ArgumentParser) -> None:
                         "block-causal model, none on a bidirectional one; prefix and dual are approximate there)")
 
 
-DLLM_FLAGS = ("block_size", "parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text", "quality",
-              "adaptive_blocks", "cache")
+def _dllm_flags() -> tuple[str, ...]:
+    from leapdecode.dllm.config import DLLM_KNOBS
+
+    return ("block_size", *DLLM_KNOBS, "cache")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -254,7 +256,7 @@ def _generate(args: argparse.Namespace) -> int:
         from leapdecode.dllm.cli import generate_dllm
 
         return generate_dllm(args, prompt)
-    given = [f for f in DLLM_FLAGS if getattr(args, f) is not None]
+    given = [f for f in _dllm_flags() if getattr(args, f) is not None]
     if given or args.method in DLLM_ONLY:
         what = f"--{given[0].replace('_', '-')}" if given else f"--method {args.method}"
         raise LeapError(f"{what} is for diffusion LMs (e.g. --model smollm2-135m-dllm); {args.model} is autoregressive")

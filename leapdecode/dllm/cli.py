@@ -16,7 +16,7 @@ _AR_ONLY = {"corpus": None, "draft_model": None, "draft_threshold": None, "skip_
 
 
 def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
-    from leapdecode.dllm.config import DLLM_METHODS
+    from leapdecode.dllm.config import DLLM_KNOBS, DLLM_METHODS
     from leapdecode.dllm.llm import DiffusionLLM
     from leapdecode.dllm.methods import DllmOptions
 
@@ -28,8 +28,7 @@ def generate_dllm(args: argparse.Namespace, prompt: str) -> int:
         raise LeapError(f"--{given[0].replace('_', '-')} does not apply to a diffusion LM")
     if not prompt.strip():
         raise LeapError("the prompt is empty")
-    knobs = {k: getattr(args, k) for k in ("parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text",
-                                           "quality", "adaptive_blocks")}
+    knobs = {k: getattr(args, k) for k in DLLM_KNOBS}
     options: dict[str, Any] = {"method": args.method, "max_new_tokens": args.max_new_tokens,
                                "block_size": args.block_size, "temperature": args.temperature}
     options |= {k: v for k, v in knobs.items() if v is not None}

@@ -15,6 +15,8 @@ DLLM_METHODS = DLLM_ONLY + ("auto",)  # auto is a name AR models share
 # each method's one knob, which a variant name sets: "threshold@0.8" is threshold with confidence 0.8
 KNOBS = {"ssd": ("draft_length", int), "fixed": ("parallel", int), "threshold": ("confidence", float),
          "prophet": ("commit_gap", float), "filter": ("filter_threshold", float), "auto": ("quality", float)}
+# the dLLM methods' options, as DiffusionLLM.generate takes them (and generate's flags, dashed)
+DLLM_KNOBS = ("parallel", "confidence", "commit_gap", "filter_threshold", "end_of_text", "quality", "adaptive_blocks")
 VARIANT, WITH_CACHE, ADAPTIVE = "@", "+", "ada"  # "threshold@0.8+dual+ada": the dual cache, adaptive blocks
 DLLM_CACHES = ("none", "prefix", "dual")
 
