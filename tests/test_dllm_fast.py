@@ -136,11 +136,26 @@ def test_learned_filter_trains_on_stepwise_runs_and_fills_in_parallel(tiny_dllm,
     report = train_filter(tiny_dllm, prompts=8, max_new=16, block=4, epochs=100)
     assert report["positions"] > 50 and 0.0 < report["final_share"] < 1.0
     assert filter_path(tiny_dllm.checkpoint_dir).is_file()
-    tiny_dllm._filter = None  # loaded afresh from the file just written
+    tiny_dllm.learned.net = None  # loaded afresh from the file just written
     step = _ids(tiny_dllm, "stepwise", TASKS[:6])
     loose = _ids(tiny_dllm, "filter", TASKS[:6], filter_threshold=0.3)
     assert sum(r.stats.target_forwards for r in loose) < sum(r.stats.target_forwards for r in step)
     assert all(tiny_dllm.config.mask_token_id not in r.token_ids for r in loose)
+    assert tiny_dllm.learned.net is not None  # loaded by the filter method
+    # auto below quality 1 fills by the filter once the model has one: the same tokens as filter + early commit
+    from leapdecode.dllm.early_commit import EarlyCommit
+
+    auto = _ids(tiny_dllm, "auto", TASKS[:6], quality=0.3)
+    inner = EarlyCommit(5.0, inner=tiny_dllm.learned.unmasker(0.3))
+    ref = _ids(tiny_dllm, "auto", TASKS[:6], unmasker=_with_end_of_text(tiny_dllm, inner))
+    assert [r.token_ids for r in auto] == [r.token_ids for r in ref]
+    tiny_dllm.learned.net = None  # the session's model has no filter outside this test's cache
+
+
+def _with_end_of_text(llm, inner):
+    from leapdecode.dllm.end_of_text import EndOfText
+
+    return EndOfText(inner, frozenset(llm.eos_ids), 0.9)
 
 
 def test_ignore_eos_decodes_every_position(tiny_dllm):

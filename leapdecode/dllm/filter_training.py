@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from leapdecode.dllm.learned_filter import FilterNet, position_features
+from leapdecode.dllm.learned_filter import FilterNet, LearnedFilter, position_features
 from leapdecode.dllm.unmasking import Fill, Stepwise
 from leapdecode.errors import ModelLoadError
 from leapdecode.paths import cache_dir
@@ -38,6 +38,22 @@ def load_filter(model_dir: Path) -> FilterNet:
         raise ModelLoadError("method filter needs the filter trained for this model: run `leapdecode train-filter "
                              f"--model {model_dir}` (a few minutes)")
     return FilterNet.load(path)
+
+
+class TrainedFilter:
+    """A model's learned filter: whether one is trained, and its Unmasker at a threshold (loaded on first use)."""
+
+    def __init__(self, model_dir: Path, eos_ids: frozenset[int]) -> None:
+        self.model_dir, self.eos_ids = model_dir, eos_ids
+        self.net: FilterNet | None = None
+
+    def ready(self) -> bool:
+        return self.net is not None or filter_path(self.model_dir).is_file()
+
+    def unmasker(self, threshold: float) -> LearnedFilter:
+        if self.net is None:
+            self.net = load_filter(self.model_dir)
+        return LearnedFilter(self.net, self.eos_ids, threshold)
 
 
 class _Recorder(Stepwise):
@@ -96,6 +112,7 @@ def train_filter(llm: Any, prompts: int = 96, max_new: int = 64, block: int = 8,
     sure = p >= 0.9
     path = filter_path(llm.checkpoint_dir)
     net.save(path)
+    llm.learned.net = net
     return {"path": str(path), "positions": int(y.numel()), "final_share": round(float(y.mean()), 3),
             "loss": round(loss.item(), 4), "precision_at_0.9": round(float(y[sure].mean()) if sure.any() else 0.0, 3),
             "called_final_at_0.9": round(float(sure.float().mean()), 3)}

@@ -13,7 +13,7 @@ from leapdecode.dllm.adaptive_block import BlockSizer, closing_tokens
 from leapdecode.dllm.canvas import BlockCanvas, FullCanvas
 from leapdecode.dllm.config import DLLM_CACHES
 from leapdecode.dllm.decoder import Decoding
-from leapdecode.dllm.learned_filter import FilterNet, LearnedFilter
+from leapdecode.dllm.filter_training import TrainedFilter
 from leapdecode.dllm.methods import DllmOptions, is_lossless, make_unmasker
 from leapdecode.dllm.model import load_dllm
 from leapdecode.dllm.unmasking import Unmasker
@@ -48,7 +48,7 @@ class DiffusionLLM:
         self.precision = self.model.precision
         self.checkpoint_dir = self.model.path
         self.eos_ids = set(self.config.eos_token_ids) or {self.tokenizer.eos_token_id}
-        self._filter: FilterNet | None = None  # the filter method's, loaded on first use
+        self.learned = TrainedFilter(self.checkpoint_dir, frozenset(self.eos_ids))  # for methods filter and auto
         self._closers: frozenset[int] | None = None  # the tokens that end an adaptive block, found on first use
 
     def encode(self, prompt: str | list[dict[str, str]], raw: bool = False) -> list[int]:
@@ -91,7 +91,7 @@ class DiffusionLLM:
         options = DllmOptions(draft_length, parallel, confidence, commit_gap, filter_threshold, quality, end_of_text,
                               adaptive_blocks)
         eos = frozenset() if ignore_eos else frozenset(self.eos_ids)
-        unmasker = unmasker or make_unmasker(method, options, eos, lambda: self._learned(filter_threshold))
+        unmasker = unmasker or make_unmasker(method, options, eos, self.learned)
         self._check(method, options, ids, max_new_tokens, block, temperature, unknown)
         if cache is not None and cache not in DLLM_CACHES:
             raise InvalidRequest(f"cache {cache!r}: choose from {', '.join(DLLM_CACHES)}")
@@ -103,13 +103,6 @@ class DiffusionLLM:
         if self._closers is None:
             self._closers = closing_tokens(self.tokenizer)
         return self._closers
-
-    def _learned(self, threshold: float) -> LearnedFilter:
-        from leapdecode.dllm.filter_training import load_filter
-
-        if self._filter is None:
-            self._filter = load_filter(self.checkpoint_dir)
-        return LearnedFilter(self._filter, frozenset(self.eos_ids), threshold)
 
     @property
     def canvas_type(self) -> type[BlockCanvas] | type[FullCanvas]:

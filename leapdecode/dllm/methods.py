@@ -1,13 +1,14 @@
 """A dLLM method name and its options -> the Unmasker that decodes with it.
 
 Lossless (output identical to stepwise decoding): stepwise, ssd, and auto at quality 1 (the default).
-Lossy (say so; the bench measures the cost): fixed, threshold, prophet, filter, and auto below quality 1.
+Lossy (say so; the bench measures the cost): fixed, threshold, prophet, filter, and auto below quality 1
+(early commit over the learned filter where the model has one, else over confidence-threshold filling).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from leapdecode.dllm.config import DLLM_LOSSY, DLLM_METHODS
 from leapdecode.dllm.early_commit import EarlyCommit
@@ -17,6 +18,14 @@ from leapdecode.dllm.learned_filter import LearnedFilter
 from leapdecode.dllm.threshold import ConfidenceThreshold
 from leapdecode.dllm.unmasking import SelfSpeculative, Stepwise, Unmasker
 from leapdecode.errors import InvalidRequest
+
+
+class Learned(Protocol):
+    """A model's learned filter, trained or not (DiffusionLLM provides it)."""
+
+    def ready(self) -> bool: ...
+
+    def unmasker(self, threshold: float) -> LearnedFilter: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +59,9 @@ def is_lossless(method: str, options: DllmOptions) -> bool:
 
 
 def make_unmasker(method: str, o: DllmOptions, eos_ids: frozenset[int] = frozenset(),
-                  learned: Callable[[], LearnedFilter] | None = None) -> Unmasker:
-    """learned: builds the filter method's Unmasker (it loads a trained filter). A lossy method also fills the
+                  learned: Learned | None = None) -> Unmasker:
+    """learned: the model's trained filter, if it has one (the filter method needs it; auto below quality 1
+    fills by it when there is one, by confidence otherwise). A lossy method also fills the
     padding after a sure end of text at once (end_of_text > 0 and end tokens known)."""
     if method not in DLLM_METHODS:
         raise InvalidRequest(f"method {method!r} is not for a diffusion LM; choose from {', '.join(DLLM_METHODS)}")
@@ -61,7 +71,7 @@ def make_unmasker(method: str, o: DllmOptions, eos_ids: frozenset[int] = frozens
     return EndOfText(unmasker, eos_ids, o.end_of_text)
 
 
-def _base(method: str, o: DllmOptions, learned: Callable[[], LearnedFilter] | None) -> Unmasker:
+def _base(method: str, o: DllmOptions, learned: Learned | None) -> Unmasker:
     if method == "stepwise":
         return Stepwise()
     if method == "ssd":
@@ -73,9 +83,12 @@ def _base(method: str, o: DllmOptions, learned: Callable[[], LearnedFilter] | No
     if method == "prophet":
         return EarlyCommit(o.commit_gap)
     if method == "filter":
-        if learned is None:
-            raise InvalidRequest("method filter needs a model with a trained filter")
-        return learned()
+        if learned is None or not learned.ready():
+            raise InvalidRequest("method filter needs the filter trained for this model: run `leapdecode "
+                                 "train-filter --model MODEL` (a few minutes)")
+        return learned.unmasker(o.filter_threshold)
     if o.quality >= 1.0:  # auto, lossless: self-speculation whose draft length follows acceptance
         return SelfSpeculative(2, adaptive=True, threshold=0.5)
-    return EarlyCommit(o.commit_gap, inner=ConfidenceThreshold(o.quality))
+    ready = learned is not None and learned.ready()
+    inner = learned.unmasker(o.quality) if ready else ConfidenceThreshold(o.quality)  # type: ignore[union-attr]
+    return EarlyCommit(o.commit_gap, inner=inner)
