@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -157,7 +158,7 @@ class Scheduler:
         with torch.inference_mode():
             self._serve()
         for t in list(self._queue) + self._running:  # halted: whoever still waits hears it ended
-            _send(t, Event(finish_reason="cancelled"))
+            send(t, Event(finish_reason="cancelled"))
 
     def _serve(self) -> None:
         while not self._halt and self._keep_going():
@@ -172,7 +173,7 @@ class Scheduler:
                 self.step()
             except Exception as exc:  # noqa: BLE001 - fail this batch's requests, keep serving the next
                 for t in self._running:
-                    _send(t, Event(finish_reason="error", error=f"decoding failed: {one_line(exc)}"))
+                    send(t, Event(finish_reason="error", error=f"decoding failed: {one_line(exc)}"))
                 self._running.clear()
 
     def step(self) -> None:
@@ -195,12 +196,12 @@ class Scheduler:
                     return
                 ticket = self._queue.popleft()
             if ticket.cancelled:
-                _send(ticket, Event(finish_reason="cancelled"))
+                send(ticket, Event(finish_reason="cancelled"))
                 continue
             try:
                 ticket.run.start()  # builds the drafter and cache, prefills the prompt
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the others
-                _send(ticket, Event(finish_reason="error", error=str(exc)))
+                send(ticket, Event(finish_reason="error", error=str(exc)))
                 continue
             self._running.append(ticket)
 
@@ -253,23 +254,24 @@ class Scheduler:
             done = t.run.settle(t.draft, logits[rows], seconds, None if features is None else features[rows])
             row += t.draft.rows
             yielded += done.accepted + 1
-            _send(t, Event(text=done.text, tokens=done.tokens, drafted=done.drafted, accepted=done.accepted))
+            send(t, Event(text=done.text, tokens=done.tokens, drafted=done.drafted, accepted=done.accepted))
         return yielded
 
     def _retire(self) -> None:
         still = []
         for t in self._running:
             if t.cancelled:
-                _send(t, Event(finish_reason="cancelled"))
+                send(t, Event(finish_reason="cancelled"))
             elif t.run.done:
-                _send(t, Event(text=t.run.text(), finish_reason=t.run.finish_reason, result=t.run.result()))
+                send(t, Event(text=t.run.text(), finish_reason=t.run.finish_reason, result=t.run.result()))
             else:
                 still.append(t)
         self._running = still  # a retired request's engine, and with it its KV cache, is dropped here
 
 
-def _send(ticket: Ticket, event: Event) -> None:
-    """Deliver an event; a receiver that is gone (its event loop closed) cancels the request instead."""
+def send(ticket: Any, event: Event) -> None:
+    """Deliver an event to a ticket (this scheduler's, or dllm/serving.py's: anything with emit and
+    cancelled); a receiver that is gone (its event loop closed) cancels the request instead."""
     try:
         ticket.emit(event)
     except Exception:  # noqa: BLE001 - the decode thread must outlive any one receiver

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from leapdecode.batching.scheduler import Event, QueueFull, ShuttingDown
+from leapdecode.batching.scheduler import Event, QueueFull, ShuttingDown, send
 from leapdecode.errors import one_line
 from leapdecode.types import GenerationResult
 
@@ -137,28 +137,28 @@ class BlockScheduler:
                 self._decode(self._current)
                 self._current = None
         for t in self._queue:
-            _send(t, Event(finish_reason="cancelled"))
+            send(t, Event(finish_reason="cancelled"))
 
     def _decode(self, ticket: _Ticket) -> None:
         run = ticket.run
         if ticket.cancelled:
-            return _send(ticket, Event(finish_reason="cancelled"))
+            return send(ticket, Event(finish_reason="cancelled"))
 
         def on_block(block: list[int]) -> bool:
-            _send(ticket, Event(text=run.take(block), tokens=len(block)))
+            send(ticket, Event(text=run.take(block), tokens=len(block)))
             return not ticket.cancelled and len(run.tokens) < run.limit
 
         try:
             res = run.llm.generate(prompt_ids=run.prompt_ids, on_block=on_block, **run.options)
         except Exception as exc:  # noqa: BLE001 - one bad request must not stop the others
-            return _send(ticket, Event(finish_reason="error", error=f"decoding failed: {one_line(exc)}"))
+            return send(ticket, Event(finish_reason="error", error=f"decoding failed: {one_line(exc)}"))
         if ticket.cancelled:
-            return _send(ticket, Event(finish_reason="cancelled"))
+            return send(ticket, Event(finish_reason="cancelled"))
         run.outcome = _cut(res, run)
         last = res.token_ids[len(run.tokens) :]  # the final block, which ended the answer (on_block was not called)
         if self.on_step is not None:
             self.on_step(1, res.stats.target_forwards, res.stats.seconds)
-        _send(ticket, Event(text=run.take(last) if last else "", tokens=len(last),
+        send(ticket, Event(text=run.take(last) if last else "", tokens=len(last),
                             finish_reason=run.outcome.finish_reason, result=run.outcome))
 
 
@@ -169,9 +169,3 @@ def _cut(res: GenerationResult, run: DiffusionRun) -> GenerationResult:
     res.stats.new_tokens = len(ids)
     return GenerationResult(run.llm.tokenizer.decode(ids, skip_special_tokens=True), ids, finish, res.stats)
 
-
-def _send(ticket: _Ticket, event: Event) -> None:
-    try:
-        ticket.emit(event)
-    except Exception:  # noqa: BLE001 - the decode thread must outlive any one receiver
-        ticket.cancelled = True
