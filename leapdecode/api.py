@@ -12,6 +12,8 @@ import torch
 from leapdecode.decode.run import Run
 from leapdecode.drafters import AutoMemory, DrafterResources
 from leapdecode.errors import InvalidRequest
+from leapdecode.grammar.spec import GrammarSpec, spec_of
+from leapdecode.grammar.vocab import GrammarVocab
 from leapdecode.heads.head_store import HeadStore
 from leapdecode.models.draft_models import DraftModels
 from leapdecode.models.loader import load_model
@@ -32,6 +34,7 @@ class GenerateOptions:
     draft_length: int = 6
     max_draft_length: int = 12
     drafter_options: dict[str, Any] = field(default_factory=dict)
+    constraint: GrammarSpec | None = None  # structured output: what the text must match
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -74,6 +77,14 @@ class LLM:
             network=self.network, tokenizer=self.tokenizer, load_model=self.drafts.load, load_self=self.drafts.load_self,
             load_head=self.heads.load, model_id=f"{self.checkpoint_dir.resolve()}@{self.precision}",
             auto_memory=AutoMemory(step=self.policy.forward))  # what auto measured on earlier requests
+        self._grammar_vocab: GrammarVocab | None = None
+
+    @property
+    def grammar_vocab(self) -> GrammarVocab:
+        """The vocabulary as structured output's matcher reads it, built on first use (about a second)."""
+        if self._grammar_vocab is None:
+            self._grammar_vocab = GrammarVocab(self.tokenizer, self.eos_ids, self.network.vocab_size)
+        return self._grammar_vocab
 
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
         """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
@@ -81,7 +92,9 @@ class LLM:
 
     def generate(self, prompt: Prompt | None = None, *, prompt_ids: list[int] | None = None, raw: bool = False,
                  **options: Any) -> GenerationResult:
-        """options: method, max_new_tokens, temperature, top_k, top_p, seed, stop, draft_length, ..."""
+        """options: method, max_new_tokens, temperature, top_k, top_p, seed, stop, draft_length, ...; one of
+        json_schema (a dict or its JSON text), regex, grammar (Lark or GBNF text) or response_format (the
+        OpenAI API's) constrains the output."""
         run = self._start(prompt, prompt_ids, raw, options)
         for _ in run.steps():
             pass
@@ -129,9 +142,12 @@ def parse_options(options: dict[str, Any]) -> GenerateOptions:
     sampling = SamplingParams(**{k: v for k, v in given.items() if v is not None})  # None: the default
     stop = options.pop("stop", None) or ()
     stop = (stop,) if isinstance(stop, str) else tuple(stop)
-    known = {f for f in GenerateOptions.__dataclass_fields__} - {"sampling", "stop", "drafter_options"}
+    constraint = options.pop("constraint", None) or spec_of(
+        **{k: options.pop(k, None) for k in ("json_schema", "regex", "grammar", "response_format")})
+    known = {f for f in GenerateOptions.__dataclass_fields__} - {"sampling", "stop", "drafter_options", "constraint"}
     drafter_options = {k: options.pop(k) for k in list(options) if k not in known}
-    return GenerateOptions(sampling=sampling, stop=stop, drafter_options=drafter_options, **options)
+    return GenerateOptions(sampling=sampling, stop=stop, drafter_options=drafter_options, constraint=constraint,
+                           **options)
 
 
 def _required(prompt: Prompt | None) -> Prompt:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leapdecode.errors import LeapError
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
+    _constraint_arguments(g)
     g.add_argument("--corpus", help="suffix method: also draft from this text file")
     g.add_argument("--draft-model", help="draft method (or an arm of auto): a smaller model with the same tokenizer "
                                          "(known name or path)")
@@ -255,6 +257,9 @@ def _generate(args: argparse.Namespace) -> int:
     if is_dllm(args.model):
         from leapdecode.dllm.cli import generate_dllm
 
+        if _constraint_options(args):
+            raise LeapError("structured output (--json-object, --json-schema, --regex, --grammar) is for "
+                            "autoregressive models; a diffusion LM fills its block in any order")
         return generate_dllm(args, prompt)
     given = [f for f in _dllm_flags() if getattr(args, f) is not None]
     if given or args.method in DLLM_ONLY:
@@ -271,6 +276,8 @@ def _generate(args: argparse.Namespace) -> int:
         llm.drafts.load_self(args.skip_dtype)
     if args.method == "eagle" or args.head:  # likewise the head
         llm.heads.load(args.head)
+    if _constraint_options(args):  # likewise the vocabulary the grammar walks (about a second)
+        llm.grammar_vocab
     ids = llm.encode(prompt, raw=args.raw)
     if args.json:
         res = llm.generate(prompt_ids=ids, **options)
@@ -295,6 +302,33 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _constraint_arguments(g: argparse.ArgumentParser) -> None:
+    c = g.add_argument_group("structured output (one of; every method stays identical to constrained plain decoding)")
+    c.add_argument("--json-object", action="store_true", help="the answer is a JSON object")
+    c.add_argument("--json-schema", metavar="FILE", help="the answer follows this JSON schema")
+    c.add_argument("--regex", help="the answer matches this regular expression")
+    c.add_argument("--grammar", metavar="FILE", help="the answer follows this grammar (Lark, or llama.cpp's GBNF)")
+
+
+def _constraint_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The output constraint given on the command line, as generate()'s options."""
+    given = {"response_format": {"type": "json_object"} if args.json_object else None, "regex": args.regex,
+             "json_schema": _read_text(args.json_schema, "--json-schema"), "grammar": _read_text(args.grammar, "--grammar")}
+    named = [k for k, v in given.items() if v is not None]
+    if len(named) > 1:
+        raise LeapError("give one of --json-object, --json-schema, --regex and --grammar")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _read_text(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise LeapError(f"{flag}: cannot read {path}: {e.strerror}") from e
+
+
 def _arms(arms: dict[str, int]) -> str:
     """auto's steps per arm, e.g. ' (suffix 40, none 12)'; nothing for other methods."""
     return f" ({', '.join(f'{a} {n}' for a, n in sorted(arms.items(), key=lambda x: -x[1]))})" if arms else ""
@@ -306,7 +340,7 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
 
     options: dict[str, Any] = dict(method=args.method, max_new_tokens=args.max_new_tokens,
                                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                   seed=args.seed, stop=args.stop)
+                                   seed=args.seed, stop=args.stop, **_constraint_options(args))
     given = _method_options(args)
     check_options(args.method, given)
     missing = [BY_NAME[name].flag for name in required_options(args.method) if name not in given]

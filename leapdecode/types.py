@@ -154,6 +154,8 @@ class GenerationStats:
     draft_seconds: float = 0.0  # in the drafter: propose and commit
     verify_seconds: float = 0.0  # the target's forward over the draft, and verification
     arms: dict[str, int] = field(default_factory=dict)  # meta-drafter (auto): steps drafted by each arm
+    arm_accepted: dict[str, int] = field(default_factory=dict)  # draft tokens accepted, by the arm that drafted them
+    grammar_seconds: float = 0.0  # structured output: the grammar's masks and forced tokens
 
     def count(self, drafted: int, accepted: int, arm: str, depth: int | None = None, forwards: int = 1) -> None:
         """One step's verified draft: `drafted` tokens, of which `accepted` were kept. Per position counts
@@ -172,6 +174,7 @@ class GenerationStats:
             self.accepted_at[i] += 1
         if arm:
             self.arms[arm] = self.arms.get(arm, 0) + 1
+            self.arm_accepted[arm] = self.arm_accepted.get(arm, 0) + accepted
 
     @property
     def overhead_seconds(self) -> float:
@@ -204,6 +207,8 @@ class GenerationStats:
             "verify_seconds": round(self.verify_seconds, 6),
             "overhead_seconds": round(self.overhead_seconds, 6),
             "arms": dict(self.arms),
+            "arm_accepted": dict(self.arm_accepted),
+            "grammar_seconds": round(self.grammar_seconds, 6),
         }
 
 

@@ -13,17 +13,21 @@ from leapdecode.decode.tree import MAX_NODES, TREES_REFUSED, TokenTree
 from leapdecode.decode.verify import accept_greedy, verify_sampling
 from leapdecode.drafters.base import Drafter
 from leapdecode.errors import InvalidRequest
+from leapdecode.grammar.constraint import Constraint
 from leapdecode.models.base import CausalLM, Segment
 from leapdecode.policy.speculation import RequestPolicy
 from leapdecode.types import Draft, GenerationStats, SamplingParams, SeqView, Verdict
 
 
 class Engine:
-    """Owns one sequence's tokens, KV cache, RNG and speculation policy. The drafter is opaque to it."""
+    """Owns one sequence's tokens, KV cache, RNG and speculation policy. The drafter is opaque to it.
+    constraint: structured output's grammar, which masks every verified row and trims every draft."""
 
     def __init__(self, model: CausalLM, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
-                 policy: RequestPolicy, capacity: int, *, rng: PositionRng | None = None) -> None:
+                 policy: RequestPolicy, capacity: int, *, rng: PositionRng | None = None,
+                 constraint: Constraint | None = None) -> None:
         self.model, self.drafter, self.params, self.policy = model, drafter, params, policy
+        self.constraint = constraint
         self.tokens = list(prompt_ids)
         self.cache = model.new_cache(capacity)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
@@ -79,6 +83,8 @@ class Engine:
             if not self.model.token_trees:  # a drafter that trees without the tree option, on a model that cannot
                 raise InvalidRequest(TREES_REFUSED)
             draft = draft.prefix(MAX_NODES)
+        if self.constraint is not None:
+            draft = self.constraint.allowed(draft)
         return draft if draft.rows <= self._room() + 1 else draft.without_extra()
 
     def _room(self) -> int:
@@ -106,7 +112,9 @@ class Engine:
         A drafter that observes is shown the target's argmax at every fed row first (predicted[0]: after
         the pending token, predicted[i+1]: after draft token i)."""
         start = time.perf_counter()  # no sync needed: verification reads the logits, which waits for them
-        predicted = self._predicted(logits)
+        if self.constraint is not None and not self.params.greedy:  # greedy masks only the rows it must
+            logits = self.constraint.mask(draft, logits)
+        predicted = self._predicted(draft, logits)
         verdict = self._verify(draft, logits, predicted)
         if self.drafter.observes:  # before commit, so the drafter's commit can use what it saw
             self.drafter.observe(self.view, draft, predicted)
@@ -117,9 +125,11 @@ class Engine:
         self._accept(draft, verdict)
         return verdict.tokens
 
-    def _predicted(self, logits: Tensor) -> list[int] | None:
+    def _predicted(self, draft: Draft, logits: Tensor) -> list[int] | None:
         """The target's argmax at every fed row: greedy verification reads it, and so does an observing
-        drafter. One host sync, taken only when someone reads it."""
+        drafter. One host sync, taken only when someone reads it. Under a constraint, the masked argmax."""
+        if self.constraint is not None and self.params.greedy:
+            return self.constraint.argmax(draft, logits)
         if self.params.greedy or self.drafter.observes:
             return logits.argmax(dim=-1).tolist()
         return None
@@ -137,6 +147,9 @@ class Engine:
         else:
             self.cache.rollback(self.cache.length + 1 + verdict.accepted)
         self.tokens.extend(verdict.tokens)
+        if self.constraint is not None:
+            self.constraint.advance(verdict.tokens)
+            self.stats.grammar_seconds = self.constraint.seconds
         start = time.perf_counter()
         self.drafter.commit(self.view, verdict.accepted)
         self.stats.draft_seconds += time.perf_counter() - start

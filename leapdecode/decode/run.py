@@ -14,6 +14,8 @@ from leapdecode.decode.engine import Engine
 from leapdecode.decode.sampling import PositionRng
 from leapdecode.decode.stopping import Finisher
 from leapdecode.drafters import make_drafter
+from leapdecode.drafters.grammar import GrammarDrafter
+from leapdecode.grammar.constraint import Constraint
 from leapdecode.policy.draft_length import DraftLength
 from leapdecode.types import Draft, GenerationResult
 
@@ -105,10 +107,14 @@ class Run:
         request = replace(llm.drafter_resources, params=opts.sampling, gen=rng.drafting(), capacity=capacity,
                           vocab=llm.network.vocab_size)
         drafter = make_drafter(opts.method, request, **opts.drafter_options)
+        constraint = Constraint(llm.grammar_vocab, opts.constraint) if opts.constraint is not None else None
+        if constraint is not None and drafter.drafts:  # plain decoding stays plain: the baseline it is
+            drafter = GrammarDrafter(drafter, constraint)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
         if drafter.picks_length:  # it sizes each draft itself: the cap only, never adapted
             k = DraftLength(k=opts.max_draft_length, k_min=opts.max_draft_length, k_max=opts.max_draft_length)
-        return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, llm.policy.request(k), capacity, rng=rng)
+        return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, llm.policy.request(k), capacity, rng=rng,
+                      constraint=constraint)
 
     def result(self) -> GenerationResult:
         stats = self.engine.stats if self.engine else None

@@ -1,0 +1,44 @@
+"""The grammar as a drafter: where the grammar allows only one continuation (a schema's keys, braces,
+quotes, separators), those tokens are drafted for nothing and the target verifies them in the same forward
+(jump-forward decoding without leaving the engine's loop). Elsewhere the method's own drafter drafts."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from leapdecode.drafters.base import Drafter
+from leapdecode.grammar.constraint import Constraint
+from leapdecode.types import Draft, SeqView
+
+ARM = "grammar"
+
+
+class GrammarDrafter(Drafter):
+    """Forced tokens first, else the inner drafter's draft. Under the constraint a forced token is the only
+    one the masked target can yield, so it is always accepted (up to another tokenization of the same text).
+    The inner drafter hears about the steps it drafted, as auto's arms do; it reads the text on its own."""
+
+    def __init__(self, inner: Drafter, constraint: Constraint) -> None:
+        self.inner, self.constraint = inner, constraint
+        self.picks_length, self.extra_rows = inner.picks_length, inner.extra_rows
+        self.observes, self.reads_features = inner.observes, inner.reads_features
+        self._inner_drafted = False
+
+    def propose(self, ctx: SeqView, k: int) -> Draft:
+        forced = self.constraint.forced(k)
+        self._inner_drafted = not forced
+        if forced:
+            return Draft(tokens=torch.tensor(forced, dtype=torch.long), arm=ARM)
+        return self.inner.propose(ctx, k)
+
+    def commit(self, ctx: SeqView, accepted: int) -> None:
+        if self._inner_drafted:
+            self.inner.commit(ctx, accepted)
+
+    def observe(self, ctx: SeqView, draft: Draft, predicted: list[int]) -> None:
+        if self._inner_drafted:
+            self.inner.observe(ctx, draft, predicted)
+
+    def see_features(self, ctx: SeqView, start: int, feats: Tensor) -> None:
+        self.inner.see_features(ctx, start, feats)

@@ -1,0 +1,1 @@
+"""Structured output: a grammar (JSON schema, regex, Lark or GBNF) that masks what the target may say."""
