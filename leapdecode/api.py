@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from leapdecode.decode.logprobs import MAX_TOP
 from leapdecode.decode.run import Run
 from leapdecode.drafters import AutoMemory, DrafterResources
 from leapdecode.errors import InvalidRequest
@@ -20,7 +21,7 @@ from leapdecode.models.loader import load_model
 from leapdecode.policy.speculation import SpeculationPolicy
 from leapdecode.types import GenerationResult, SamplingParams
 
-Prompt = str | list[dict[str, str]]
+Prompt = str | list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +36,16 @@ class GenerateOptions:
     max_draft_length: int = 12
     drafter_options: dict[str, Any] = field(default_factory=dict)
     constraint: GrammarSpec | None = None  # structured output: what the text must match
+    logprobs: int | None = None  # each token's log-probability and this many alternatives (0-20); None: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise InvalidRequest(f"max_new_tokens must be a positive integer, got {self.max_new_tokens}")
         if any(not s for s in self.stop):
             raise InvalidRequest("stop strings must not be empty")
+        if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_TOP):
+            raise InvalidRequest(f"logprobs must be an integer from 0 to {MAX_TOP} (alternatives per token), "
+                                 f"got {self.logprobs!r}")
 
 
 class LLM:
@@ -86,9 +91,15 @@ class LLM:
             self._grammar_vocab = GrammarVocab(self.tokenizer, self.eos_ids, self.network.vocab_size)
         return self._grammar_vocab
 
-    def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
-        """Token ids of a prompt: the chat template is applied unless raw (messages always get it)."""
-        return encode_prompt(self.tokenizer, prompt, raw)
+    def encode(self, prompt: Prompt, raw: bool = False, tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of a prompt: the chat template is applied unless raw (messages always get it), with the
+        tools where given (OpenAI's format, for a template that carries them)."""
+        return encode_prompt(self.tokenizer, prompt, raw, tools)
+
+    @property
+    def template_has_tools(self) -> bool:
+        """Whether the chat template carries tools itself (Qwen2.5's does, SmolLM2's does not)."""
+        return "tools" in (getattr(self.tokenizer, "chat_template", None) or "")
 
     def generate(self, prompt: Prompt | None = None, *, prompt_ids: list[int] | None = None, raw: bool = False,
                  **options: Any) -> GenerationResult:
@@ -122,7 +133,7 @@ class LLM:
                                  f"exceeds the context window of {ctx}")
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False, tools: list[dict[str, Any]] | None = None) -> list[int]:
     """A prompt's token ids: the chat template applied unless raw (messages always get it)."""
     if isinstance(prompt, str) and not prompt.strip():
         raise InvalidRequest("the prompt is empty")
@@ -131,7 +142,7 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False) -> list[int
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     if not messages:
         raise InvalidRequest("the message list is empty")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
     return tokenizer.encode(text, add_special_tokens=False)
 
 

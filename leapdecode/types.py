@@ -156,6 +156,7 @@ class GenerationStats:
     arms: dict[str, int] = field(default_factory=dict)  # meta-drafter (auto): steps drafted by each arm
     arm_accepted: dict[str, int] = field(default_factory=dict)  # draft tokens accepted, by the arm that drafted them
     grammar_seconds: float = 0.0  # structured output: the grammar's masks and forced tokens
+    grammar_forced: int = 0  # structured output: tokens the grammar forced, drafted for free and accepted
 
     def count(self, drafted: int, accepted: int, arm: str, depth: int | None = None, forwards: int = 1) -> None:
         """One step's verified draft: `drafted` tokens, of which `accepted` were kept. Per position counts
@@ -209,6 +210,7 @@ class GenerationStats:
             "arms": dict(self.arms),
             "arm_accepted": dict(self.arm_accepted),
             "grammar_seconds": round(self.grammar_seconds, 6),
+            "grammar_forced": self.grammar_forced,
         }
 
 
@@ -218,3 +220,4 @@ class GenerationResult:
     token_ids: list[int]  # generated ids only
     finish_reason: str  # "stop" (EOS or stop string) or "length"
     stats: GenerationStats = field(default_factory=GenerationStats)
+    logprobs: list[Any] | None = None  # decode.logprobs.TokenLogprob per token, where asked for

@@ -77,7 +77,8 @@ def test_the_grammar_drafts_its_forced_tokens_and_they_are_accepted(llm):
     prompt = PROMPTS[0]
     plain = llm.generate(prompt, method="none", json_schema=PERSON, max_new_tokens=80)
     fast = llm.generate(prompt, method="suffix", json_schema=PERSON, max_new_tokens=80)
-    assert fast.stats.arm_accepted.get("grammar", 0) >= 8  # the keys, quotes, braces and separators
+    assert fast.stats.grammar_forced >= 8  # the keys, quotes, braces and separators
+    assert fast.stats.arm_accepted["grammar"] >= fast.stats.grammar_forced  # and what was copied after them
     assert fast.stats.target_forwards < plain.stats.target_forwards
     assert fast.stats.grammar_seconds > 0
 
@@ -118,7 +119,8 @@ def test_regex_and_grammars_in_lark_and_gbnf_are_matched(llm):
     gbnf = 'root ::= answer "."\nanswer ::= "yes" | "no"\n'
     assert llm.generate("Is water wet?", method="suffix", grammar=gbnf, max_new_tokens=8).text in ("yes.", "no.")
     lark = 'start: "Colour: " COLOUR\nCOLOUR: "red" | "green" | "blue"\n'
-    assert re.fullmatch(r"Colour: (red|green|blue)", llm.generate("Pick a colour.", grammar=lark, max_new_tokens=8).text)
+    colour = llm.generate("Pick a colour.", grammar=lark, max_new_tokens=8).text
+    assert re.fullmatch(r"Colour: (red|green|blue)", colour)
     obj = llm.generate("Describe a cat.", response_format={"type": "json_object"}, max_new_tokens=60)
     assert obj.finish_reason != "stop" or isinstance(json.loads(obj.text), dict)
 
@@ -145,3 +147,35 @@ def test_a_tree_keeps_only_the_nodes_the_grammar_allows(llm):
     assert kept.tokens.tolist() == [a, b, c] and kept.parents.tolist() == [-1, 0, 0]
     chain = constraint.allowed(Draft(tokens=torch.tensor([a, b, a])))
     assert chain.tokens.tolist() == [a, b]
+
+
+@pytest.mark.parametrize("prompts", ["json-extract", "tool-calls"])
+def test_the_bench_decodes_structured_sets_under_their_constraints(llm, tmp_path, monkeypatch, prompts):
+    from leapdecode.bench import harness
+    from leapdecode.bench.config import BenchConfig
+
+    monkeypatch.setattr(harness, "LLM", lambda model, dtype: llm)  # the session's model: no second load
+    threads = torch.get_num_threads()
+    try:
+        cfg = BenchConfig(methods=("none", "auto"), prompts=prompts, limit=2, max_new_tokens=64, warmup=0,
+                          out=tmp_path, threads=threads)
+        results = harness.run_bench(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    none, auto = results["methods"]["none"], results["methods"]["auto"]
+    assert none["valid_json_rate"] == auto["valid_json_rate"] and auto["exact_match_vs_plain"] == 1.0
+    assert auto["grammar_token_share"] > 0.1 and none["grammar_token_share"] == 0
+    assert "## Structured output" in (tmp_path / "report.md").read_text()
+    for record in results["records"]:
+        assert record["valid_json"] is not None and record["finish_reason"] == "length" or record["schema_valid"]
+
+
+def test_the_bench_refuses_a_baseline_that_cannot_follow_the_schema(tmp_path):
+    from leapdecode.bench import harness
+    from leapdecode.bench.config import BenchConfig
+    from leapdecode.errors import LeapError
+
+    with pytest.raises(LeapError, match="cannot decode under a JSON schema"):
+        harness.run_bench(BenchConfig(methods=("hf", "none"), prompts="json-extract", limit=1, out=tmp_path))
+    with pytest.raises(LeapError, match="not the tools' grammar"):
+        harness.run_bench(BenchConfig(methods=("llamacpp-server", "none"), prompts="tool-calls", limit=1, out=tmp_path))

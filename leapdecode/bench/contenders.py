@@ -1,4 +1,5 @@
-"""Every method under test as one callable: prompt ids in, a timed Generation out."""
+"""Every method under test as one callable: prompt ids (and the prompt's output constraint) in, a timed
+Generation out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Protocol
 from leapdecode.bench.config import HF_METHODS, LLAMA_SERVER_METHODS, LLAMACPP_METHODS, base_method
 from leapdecode.bench.record import Generation
 
-GenerateFn = Callable[[list[int]], Generation]
+GenerateFn = Callable[[list[int], dict[str, Any]], Generation]  # (ids, constraint options) -> Generation
 
 
 class HFLike(Protocol):
@@ -22,7 +23,8 @@ class HFLike(Protocol):
 class LlamaCppLike(Protocol):
     """LlamaCppBaseline's generate() in its worker, or a LlamaServer's."""
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation: ...
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, json_schema: dict[str, Any] | None = None
+                 ) -> Generation: ...
 
 
 def build_contenders(
@@ -53,18 +55,19 @@ def build_contenders(
 
 def _hf(baseline: HFLike, max_new_tokens: int, method: str) -> GenerateFn:
     pld, assisted = method == "hf-pld", method == "hf-assist"
-    return lambda ids: baseline.generate(ids, max_new_tokens, prompt_lookup=pld, assisted=assisted)
+    return lambda ids, constraint=None: baseline.generate(ids, max_new_tokens, prompt_lookup=pld, assisted=assisted)
 
 
 def _llamacpp(instance: LlamaCppLike, max_new_tokens: int) -> GenerateFn:
-    return lambda ids: instance.generate(ids, max_new_tokens)
+    """llama-server takes a prompt's JSON schema as its own grammar (checked before the run: structured.py)."""
+    return lambda ids, constraint=None: instance.generate(ids, max_new_tokens, **(constraint or {}))
 
 
 def _engine(llm: Any, method: str, max_new_tokens: int, options: dict[str, Any]) -> GenerateFn:
-    def run(ids: list[int]) -> Generation:
+    def run(ids: list[int], constraint: dict[str, Any] | None = None) -> Generation:
         # Timed here, the same way as the HF baseline, rather than trusting each side's own clock.
         start = time.perf_counter()
-        res = llm.generate(prompt_ids=ids, method=method, max_new_tokens=max_new_tokens, **options)
+        res = llm.generate(prompt_ids=ids, method=method, max_new_tokens=max_new_tokens, **options, **(constraint or {}))
         seconds = time.perf_counter() - start
         stats = res.stats.as_dict()
         return Generation(list(res.token_ids), seconds, res.stats.mean_accepted, res.finish_reason, stats)

@@ -11,6 +11,7 @@ from leapdecode.bench.contenders import GenerateFn, build_contenders
 from leapdecode.bench.prompts import correct
 from leapdecode.bench.record import RunRecord
 from leapdecode.bench.runner import EncodedPrompt
+from leapdecode.bench.structured import call_text, structure_check
 from leapdecode.dllm.config import DLLM_METHODS, DLLM_ONLY, is_variant
 from leapdecode.errors import LeapError
 
@@ -48,11 +49,14 @@ def ar_contenders(cfg: BenchConfig, dllm: Any) -> dict[str, GenerateFn]:
 
 
 def score(records: list[RunRecord], prompts: list[EncodedPrompt], tokenizer: Any) -> list[RunRecord]:
-    """Each record with `correct` set where its prompt has a checkable answer."""
+    """Each record with `correct` set where its prompt has a checkable answer, and a structured prompt's
+    with its JSON and schema checks."""
     by_id = {p.prompt.id: p.prompt for p in prompts}
     out = []
     for r in records:
         prompt = by_id[r.prompt_id]
-        text = tokenizer.decode(r.token_ids, skip_special_tokens=True) if prompt.answer is not None else ""
-        out.append(replace(r, correct=correct(prompt, text)))
+        text = tokenizer.decode(r.token_ids, skip_special_tokens=True) if prompt.answer is not None or prompt.schema \
+            is not None or prompt.tools else ""
+        valid, follows = structure_check(prompt, text)
+        out.append(replace(r, correct=correct(prompt, call_text(prompt, text)), valid_json=valid, schema_valid=follows))
     return out

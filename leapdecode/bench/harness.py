@@ -29,6 +29,7 @@ from leapdecode.bench.record import RunRecord, peak_rss_mb
 from leapdecode.bench.report import assemble, print_table, write_report
 from leapdecode.bench.roofline import roofline
 from leapdecode.bench.runner import EncodedPrompt, run_interleaved, warm_up
+from leapdecode.bench.structured import check_methods, encode_structured
 from leapdecode.bench.summary import REFERENCE
 from leapdecode.bench.worker import Worker
 from leapdecode.dllm.config import DLLM_METHODS, is_variant, split_variant
@@ -41,6 +42,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmark `cfg` describes, write its report under cfg.out_dir, and return the results."""
     torch.set_num_threads(cfg.threads)
     measured, warm = _split(load_prompts(cfg.prompts), cfg)  # first: a bad prompt file fails before a model load
+    check_methods(cfg.methods, measured)
     _check_outside_tools(cfg)  # likewise: no llama.cpp, or a model with no GGUF, fails before any load
     llm = LLM(model=cfg.model, dtype=cfg.dtype)
     check_model_kind(cfg, llm.is_diffusion)
@@ -150,7 +152,7 @@ def _split(prompts: list[BenchPrompt], cfg: BenchConfig) -> tuple[list[BenchProm
 
 
 def _encode(llm: Any, prompts: list[BenchPrompt]) -> list[EncodedPrompt]:
-    return [EncodedPrompt(p, list(llm.encode(p.prompt, raw=p.raw))) for p in prompts]
+    return [EncodedPrompt(p, *encode_structured(llm, p)) for p in prompts]
 
 
 def _divergences(records: list[RunRecord], prompts: list[EncodedPrompt], next_logits: LogitsFn) -> list[Divergence]:

@@ -107,13 +107,15 @@ class LlamaServer:
             self.close()
             raise
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        """Greedy decoding of one prompt from a fresh prefill, with the server's speculation if it has one."""
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, json_schema: dict[str, Any] | None = None) -> Generation:
+        """Greedy decoding of one prompt from a fresh prefill, with the server's speculation if it has one;
+        json_schema: llama.cpp turns it into its GBNF grammar and decodes under it."""
         if len(prompt_ids) + max_new_tokens + 1 > self.options.n_ctx:
             raise LeapError(f"llama-server: a {len(prompt_ids)}-token prompt plus {max_new_tokens} new tokens does not "
                             f"fit its {self.options.n_ctx}-token context")
         body = GREEDY | {"prompt": prompt_ids, "n_predict": max_new_tokens, "cache_prompt": False,
                          "return_tokens": True, "stream": False}  # fmt: skip
+        body |= {"json_schema": json_schema} if json_schema is not None else {}
         start = time.perf_counter()
         try:
             response = self._client.post("/completion", json=body)

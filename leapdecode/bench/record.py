@@ -40,6 +40,8 @@ class RunRecord:
     pid: int = 0  # that process
     level: str = ""  # the prompt's task size, where it has one (parallel-tasks)
     correct: bool | None = None  # the answer checked against the prompt's, where it has one
+    valid_json: bool | None = None  # structured prompts: the answer (a tool prompt's first call) parses as JSON
+    schema_valid: bool | None = None  # ... and follows its schema
 
     @property
     def new_tokens(self) -> int:

@@ -25,6 +25,7 @@ from leapdecode.bench.chart import plot_speedup
 from leapdecode.bench.config import HF_METHODS, LLAMA_SERVER_METHODS, LLAMACPP_METHODS, OUTSIDE_METHODS
 from leapdecode.bench.divergence import Divergence
 from leapdecode.bench.record import RunRecord
+from leapdecode.bench.structured import STRUCTURED_HEADER, structured_rows, structured_section
 from leapdecode.bench.summary import SPEED_BASES, summarise
 from leapdecode.models.precision import QUANTIZED
 
@@ -130,6 +131,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_category_section(results["methods"]),
         *accuracy_section(results["methods"]),
+        *structured_section(results["methods"]),
         *_breakdown_section(results["methods"]),
         *forward_cost_section(results.get("forward_cost")),
         *_memory_section(results["methods"]),
@@ -260,6 +262,13 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
         table.add_row(*row)
     console = console or Console()
     console.print(table)
+    if structured := structured_rows(results["methods"]):
+        shown = Table(title="structured output")
+        for name in STRUCTURED_HEADER:
+            shown.add_column(name)
+        for row in structured:
+            shown.add_row(*row)
+        console.print(shown)
     suspects = [d for d in results["divergences"] if not d["near_tie"]]
     if results["divergences"]:
         console.print(f"{len(results['divergences'])} divergence(s) from hf, {len(suspects)} not a near-tie")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm import tqdm
 
@@ -16,6 +17,7 @@ from leapdecode.bench.record import RunRecord, peak_rss_mb
 class EncodedPrompt:
     prompt: BenchPrompt
     ids: list[int]  # the model's input, chat template applied once for every method
+    options: dict[str, Any] = field(default_factory=dict)  # generate()'s constraint for it: a schema, the tools' grammar
 
 
 def rotated(names: list[str], shift: int) -> list[str]:
@@ -28,7 +30,7 @@ def warm_up(prompts: list[EncodedPrompt], contenders: dict[str, GenerateFn]) -> 
     """Run each method untimed: first calls pay for lazy init, allocator growth and kernel selection."""
     for p in prompts:
         for generate in contenders.values():
-            generate(p.ids)
+            generate(p.ids, p.options)
 
 
 def run_interleaved(prompts: list[EncodedPrompt], contenders: dict[str, GenerateFn]) -> list[RunRecord]:
@@ -45,7 +47,7 @@ def run_interleaved(prompts: list[EncodedPrompt], contenders: dict[str, Generate
 
 
 def _record(method: str, p: EncodedPrompt, generate: GenerateFn) -> RunRecord:
-    g = generate(p.ids)
+    g = generate(p.ids, p.options)
     return RunRecord(
         method=method,
         prompt_id=p.prompt.id,

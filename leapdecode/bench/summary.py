@@ -47,7 +47,7 @@ def summarise(records: list[RunRecord], models_rss: dict[str, float] | None = No
             "peak_rss_models_mb": (models_rss or {}).get(method),
             "by_category": {cat: _stats(rs, reference) for cat, rs in _group(recs, lambda r: r.category).items()},
             "accuracy_by_level": {lv: _accuracy(rs) for lv, rs in _group(recs, lambda r: r.level).items() if lv},
-        } | breakdown(recs)
+        } | breakdown(recs) | _structure(recs)
     _add_speedups(out)
     return out
 
@@ -65,6 +65,22 @@ def _stats(recs: list[RunRecord], reference: dict[str, list[int]]) -> dict[str, 
         "exact_match_rate": _exact_match(recs, reference),
         "accuracy": _accuracy(recs),
     }
+
+
+def _structure(recs: list[RunRecord]) -> dict[str, Any]:
+    """Structured prompts: valid-JSON and schema-valid rates, the share of emitted tokens the grammar drafted
+    (forced tokens, accepted), and the grammar's share of the time (its masks and forced tokens)."""
+    judged = [r for r in recs if r.valid_json is not None]
+    if not judged:
+        return {}
+    tokens = sum(r.new_tokens for r in judged)
+    seconds = sum(r.seconds for r in judged)
+    drafted = sum(r.engine_stats.get("grammar_forced", 0) for r in judged)
+    masking = sum(r.engine_stats.get("grammar_seconds", 0.0) for r in judged)
+    return {"valid_json_rate": sum(bool(r.valid_json) for r in judged) / len(judged),
+            "schema_valid_rate": sum(bool(r.schema_valid) for r in judged) / len(judged),
+            "grammar_token_share": drafted / tokens if tokens and any(r.engine_stats for r in judged) else None,
+            "grammar_time_share": masking / seconds if seconds and any(r.engine_stats for r in judged) else None}
 
 
 def _accuracy(recs: list[RunRecord]) -> float | None:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from leapdecode.decode.layout import segment_layout
+from leapdecode.decode.logprobs import TokenLogprob, emitted_rows, token_logprobs
 from leapdecode.decode.sampling import PositionRng, target_probs
 from leapdecode.decode.tree import MAX_NODES, TREES_REFUSED, TokenTree
 from leapdecode.decode.verify import accept_greedy, verify_sampling
@@ -25,9 +26,11 @@ class Engine:
 
     def __init__(self, model: CausalLM, drafter: Drafter, prompt_ids: list[int], params: SamplingParams,
                  policy: RequestPolicy, capacity: int, *, rng: PositionRng | None = None,
-                 constraint: Constraint | None = None) -> None:
+                 constraint: Constraint | None = None, logprobs: int | None = None) -> None:
         self.model, self.drafter, self.params, self.policy = model, drafter, params, policy
         self.constraint = constraint
+        self.top_logprobs = logprobs  # None: none; n: each emitted token's log-probability and n alternatives
+        self.logprobs: list[TokenLogprob] = []
         self.tokens = list(prompt_ids)
         self.cache = model.new_cache(capacity)
         self.view = SeqView(tokens=self.tokens, prompt_len=len(prompt_ids), cache=self.cache)
@@ -112,10 +115,13 @@ class Engine:
         A drafter that observes is shown the target's argmax at every fed row first (predicted[0]: after
         the pending token, predicted[i+1]: after draft token i)."""
         start = time.perf_counter()  # no sync needed: verification reads the logits, which waits for them
+        raw = logits
         if self.constraint is not None and not self.params.greedy:  # greedy masks only the rows it must
             logits = self.constraint.mask(draft, logits)
         predicted = self._predicted(draft, logits)
         verdict = self._verify(draft, logits, predicted)
+        if self.top_logprobs is not None:
+            self.logprobs += token_logprobs(raw, emitted_rows(draft, verdict), verdict.tokens, self.top_logprobs)
         if self.drafter.observes:  # before commit, so the drafter's commit can use what it saw
             self.drafter.observe(self.view, draft, predicted)
         if self.drafter.reads_features and features is not None:  # the committed rows, in order
@@ -150,6 +156,7 @@ class Engine:
         if self.constraint is not None:
             self.constraint.advance(verdict.tokens)
             self.stats.grammar_seconds = self.constraint.seconds
+            self.stats.grammar_forced = self.constraint.forced_accepted
         start = time.perf_counter()
         self.drafter.commit(self.view, verdict.accepted)
         self.stats.draft_seconds += time.perf_counter() - start

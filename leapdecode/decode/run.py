@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from leapdecode.decode.engine import Engine
+from leapdecode.decode.logprobs import TokenLogprob
 from leapdecode.decode.sampling import PositionRng
 from leapdecode.decode.stopping import Finisher
 from leapdecode.drafters import make_drafter
@@ -40,6 +41,8 @@ class Run:
         self.llm, self.opts, self.prompt_ids = llm, opts, prompt_ids
         self.finisher = Finisher(llm.tokenizer, llm.eos_ids, list(opts.stop), opts.max_new_tokens)
         self.engine: Engine | None = None
+        # the grammar is compiled here, so a bad one is the caller's error before the request is queued
+        self.constraint = Constraint(llm.grammar_vocab, opts.constraint) if opts.constraint is not None else None
         self.seconds = 0.0
         self._t0 = 0.0
 
@@ -95,6 +98,10 @@ class Run:
         """Text accepted since the last call, safe to stream."""
         return self.finisher.delta()
 
+    def token_logprobs(self) -> list[TokenLogprob]:
+        """The log-probabilities of the tokens taken so far, where the request asked for them."""
+        return self.engine.logprobs[: len(self.finisher.ids)] if self.engine is not None else []
+
     @property
     def finish_reason(self) -> str | None:
         return self.finisher.reason
@@ -107,19 +114,21 @@ class Run:
         request = replace(llm.drafter_resources, params=opts.sampling, gen=rng.drafting(), capacity=capacity,
                           vocab=llm.network.vocab_size)
         drafter = make_drafter(opts.method, request, **opts.drafter_options)
-        constraint = Constraint(llm.grammar_vocab, opts.constraint) if opts.constraint is not None else None
+        constraint = self.constraint
         if constraint is not None and drafter.drafts:  # plain decoding stays plain: the baseline it is
             drafter = GrammarDrafter(drafter, constraint)
         k = DraftLength(k=min(opts.draft_length, opts.max_draft_length), k_max=opts.max_draft_length)
         if drafter.picks_length:  # it sizes each draft itself: the cap only, never adapted
             k = DraftLength(k=opts.max_draft_length, k_min=opts.max_draft_length, k_max=opts.max_draft_length)
         return Engine(llm.network, drafter, self.prompt_ids, opts.sampling, llm.policy.request(k), capacity, rng=rng,
-                      constraint=constraint)
+                      constraint=constraint, logprobs=opts.logprobs)
 
     def result(self) -> GenerationResult:
         stats = self.engine.stats if self.engine else None
         res = GenerationResult(text=self.finisher.text, token_ids=list(self.finisher.ids),
                                finish_reason=self.finisher.reason or "length")
+        if self.opts.logprobs is not None and self.engine is not None:
+            res.logprobs = self.engine.logprobs[: len(res.token_ids)]
         if stats:
             res.stats = stats
             stats.new_tokens, stats.seconds = len(self.finisher.ids), self.seconds

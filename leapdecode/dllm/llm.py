@@ -39,6 +39,7 @@ class DiffusionLLM:
     cancels with it)."""
 
     is_diffusion = True
+    template_has_tools = False  # tools are refused for a diffusion LM: its answer is not left to right
 
     def __init__(self, model: str, dtype: str = "auto", threads: int | None = None) -> None:
         if threads:
@@ -51,10 +52,10 @@ class DiffusionLLM:
         self.learned = TrainedFilter(self.checkpoint_dir, frozenset(self.eos_ids))  # for methods filter and auto
         self._closers: frozenset[int] | None = None  # the tokens that end an adaptive block, found on first use
 
-    def encode(self, prompt: str | list[dict[str, str]], raw: bool = False) -> list[int]:
+    def encode(self, prompt: str | list[dict[str, str]], raw: bool = False, tools: Any = None) -> list[int]:
         from leapdecode.api import encode_prompt
 
-        return encode_prompt(self.tokenizer, prompt, raw)
+        return encode_prompt(self.tokenizer, prompt, raw, tools)
 
     def generate(self, prompt: str | list[dict[str, str]] | None = None, *, prompt_ids: list[int] | None = None,
                  raw: bool = False, on_block: Callable[[list[int]], bool] | None = None,

@@ -27,6 +27,7 @@ class Constraint:
         self.matcher = vocab.matcher(spec)
         self.words = (vocab.vocab_size + 31) // 32
         self.seconds = 0.0
+        self.forced_accepted = 0  # tokens the grammar forced, drafted and the target accepted (GrammarDrafter)
 
     def allowed(self, draft: Draft) -> Draft:
         """The part of a draft the grammar allows: a chain's longest valid prefix, a tree's nodes whose whole

@@ -18,8 +18,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from leapdecode.api import Run
 from leapdecode.batching.scheduler import QueueFull, ShuttingDown
 from leapdecode.errors import LeapError
+from leapdecode.grammar.tools import Tools, ToolStream
+from leapdecode.server.logprobs import chat_logprobs, text_logprobs
 from leapdecode.server.protocol import ChatRequest, CompletionRequest
 from leapdecode.server.service import Service, Subscription, UnknownModel
+from leapdecode.types import GenerationResult
 
 
 def create_app(service: Service, shutdown_grace: float = 30.0) -> FastAPI:
@@ -49,11 +52,11 @@ def create_app(service: Service, shutdown_grace: float = 30.0) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request) -> Response:
-        return await _complete(service, body, request, _ChatShape(service.model_id))
+        return await _complete(service, body, request, _ChatShape)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        return await _complete(service, body, request, _TextShape(service.model_id))
+        return await _complete(service, body, request, _TextShape)
 
     return app
 
@@ -95,8 +98,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 async def _complete(service: Service, body: ChatRequest | CompletionRequest, request: Request,
-                    shape: _Shape) -> Response:
-    run = service.prepare(body)
+                    kind: type[_Shape]) -> Response:
+    tools = service.tools(body)
+    run = service.prepare(body, tools)
+    shape = kind(service.model_id, tools, service.llm.tokenizer, body.top_logprobs_asked() is not None)
     feed = service.subscribe(run, request.url.path)  # QueueFull -> 429 before any byte is sent
     if body.stream:
         usage_chunk = body.stream_options is not None and body.stream_options.include_usage
@@ -120,15 +125,17 @@ async def _whole(service: Service, run: Run, feed: Subscription, request: Reques
             return JSONResponse({"error": {"message": ev.error, "type": "server_error", "param": None,
                                            "code": None}}, status_code=500)
         if ev.finish_reason:
-            return JSONResponse(shape.whole(run.result().text, ev.finish_reason, service.usage(run)))
+            return JSONResponse(shape.whole(run.result(), ev.finish_reason, service.usage(run)))
 
 
 async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape,
                usage_chunk: bool) -> AsyncIterator[str]:
     """The answer's chunks. With stream_options.include_usage (usage_chunk), as OpenAI does: every chunk
     carries "usage": null and one last chunk with no choices carries the usage; without it, the finishing
-    chunk carries the usage (our own addition, which bench-serve reads)."""
+    chunk carries the usage (our own addition, which bench-serve reads). Text that may open a tool call is
+    held back; the calls go out whole at the end, one chunk each."""
     usage_field: dict[str, Any] = {"usage": None} if usage_chunk else {}
+    text, logprobs_sent = ToolStream(shape.tools), 0
     try:
         if opening := shape.opening():
             yield _data(opening | usage_field)
@@ -137,15 +144,23 @@ async def _sse(service: Service, run: Run, feed: Subscription, shape: _Shape,
             if ev.finish_reason == "error":
                 yield _data({"error": {"message": ev.error, "type": "server_error", "param": None, "code": None}})
                 break
-            if ev.text:
-                yield _data(shape.chunk(ev.text, None) | usage_field)
+            piece, calls = text.push(ev.text), []
             if ev.finish_reason in ("stop", "length"):
-                usage = service.usage(run)
+                rest, calls = text.finish()
+                piece += rest
+            logprobs = run.token_logprobs()[logprobs_sent:] if shape.logprobs else []
+            if piece or logprobs:
+                logprobs_sent += len(logprobs)
+                yield _data(shape.chunk(piece, None, logprobs=logprobs) | usage_field)
+            for i, call in enumerate(calls):
+                yield _data(shape.call_chunk(i, call.as_dict()) | usage_field)
+            if ev.finish_reason in ("stop", "length"):
+                finish, usage = "tool_calls" if calls else ev.finish_reason, service.usage(run)
                 if usage_chunk:
-                    yield _data(shape.chunk("", ev.finish_reason) | usage_field)
+                    yield _data(shape.chunk("", finish) | usage_field)
                     yield _data(shape.usage_chunk(usage))
                 else:
-                    yield _data(shape.chunk("", ev.finish_reason) | {"usage": usage})
+                    yield _data(shape.chunk("", finish) | {"usage": usage})
             if ev.finish_reason:
                 break
         yield _data("[DONE]")
@@ -161,11 +176,14 @@ def _data(obj: dict[str, Any] | str) -> str:
 
 
 class _Shape:
-    """How one endpoint spells its responses."""
+    """How one endpoint spells its responses. tools: the request's (chat only); logprobs: whether the
+    request asked for them."""
 
-    def __init__(self, model_id: str) -> None:
-        self.model, self.created = model_id, int(time.time())
+    def __init__(self, model_id: str, tools: Tools, tokenizer: Any, logprobs: bool) -> None:
+        self.model, self.created, self.tools, self.logprobs = model_id, int(time.time()), tools, logprobs
         self.id = f"{self.prefix}-{uuid.uuid4().hex[:24]}"
+        self.decode = lambda token: tokenizer.decode([token])
+        self.offset = 0  # text so far, for the completions endpoint's text_offset
 
     prefix = ""
 
@@ -176,6 +194,16 @@ class _Shape:
         """The chunk that ends a stream asked for with include_usage: no choices, the whole request's usage."""
         return self.chunk("", None) | {"choices": [], "usage": usage}
 
+    def whole(self, res: GenerationResult, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def chunk(self, text: str, finish: str | None, role: bool = False,
+              logprobs: list[Any] | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def call_chunk(self, index: int, call: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
 
 class _ChatShape(_Shape):
     prefix = "chatcmpl"
@@ -183,26 +211,41 @@ class _ChatShape(_Shape):
     def opening(self) -> dict[str, Any] | None:
         return self.chunk("", None, role=True)
 
-    def whole(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
-                  "logprobs": None}
+    def whole(self, res: GenerationResult, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+        content, calls = self.tools.parse(res.text)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"], finish = [c.as_dict() for c in calls], "tool_calls"
+        logprobs = chat_logprobs(res.logprobs, self.decode) if self.logprobs and res.logprobs is not None else None
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": logprobs}
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": [choice], "usage": usage}
 
-    def chunk(self, text: str, finish: str | None, role: bool = False) -> dict[str, Any]:
+    def chunk(self, text: str, finish: str | None, role: bool = False,
+              logprobs: list[Any] | None = None) -> dict[str, Any]:
         delta = {"role": "assistant", "content": text} if role else ({"content": text} if text else {})
+        return self._choice(delta, finish, chat_logprobs(logprobs, self.decode) if logprobs else None)
+
+    def call_chunk(self, index: int, call: dict[str, Any]) -> dict[str, Any]:
+        return self._choice({"tool_calls": [{"index": index} | call]}, None, None)
+
+    def _choice(self, delta: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}
 
 
 class _TextShape(_Shape):
     prefix = "cmpl"
 
-    def whole(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
-        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+    def whole(self, res: GenerationResult, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+        logprobs = text_logprobs(res.logprobs, self.decode) if self.logprobs and res.logprobs is not None else None
+        choice = {"index": 0, "text": res.text, "finish_reason": finish, "logprobs": logprobs}
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
                 "choices": [choice], "usage": usage}
 
-    def chunk(self, text: str, finish: str | None, role: bool = False) -> dict[str, Any]:
+    def chunk(self, text: str, finish: str | None, role: bool = False,
+              logprobs: list[Any] | None = None) -> dict[str, Any]:
+        shaped = text_logprobs(logprobs, self.decode, self.offset) if logprobs else None
+        self.offset += len(text)
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": shaped}]}

@@ -3,9 +3,11 @@ ignored (clients send them by default) unless honouring them would change the an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from leapdecode.errors import InvalidRequest
 
 
 class StreamOptions(BaseModel):
@@ -28,6 +30,7 @@ class _Common(BaseModel):
     frequency_penalty: float = 0.0  # only 0 is supported (see unsupported())
     presence_penalty: float = 0.0
     logprobs: bool | int | None = None
+    response_format: dict[str, Any] | None = None  # text, json_object or json_schema: see grammar/spec.py
     method: str | None = Field(default=None, description="leapdecode: drafting method; 'none' turns speculation off")
 
     def limit(self) -> int | None:
@@ -37,9 +40,11 @@ class _Common(BaseModel):
         """A request field set to something this server cannot honour, named, or None."""
         if self.frequency_penalty or self.presence_penalty:
             return "frequency_penalty and presence_penalty are not supported (they would change the answer)"
-        if self.logprobs:
-            return "logprobs are not supported"
         return None
+
+    def top_logprobs_asked(self) -> int | None:
+        """How many alternatives per token the answer's logprobs carry; None: no logprobs."""
+        raise NotImplementedError
 
     def stop_strings(self) -> tuple[str, ...]:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -49,12 +54,35 @@ class _Common(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]] | None = None  # a string, or text parts [{"type": "text", "text": ...}]
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool's answer: to which call
+
+    def text(self) -> str:
+        """The content as one string (text parts joined); other part types are the request's error."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        if any(part.get("type") != "text" or not isinstance(part.get("text"), str) for part in self.content):
+            raise InvalidRequest("only text content parts are supported")
+        return "".join(part["text"] for part in self.content)
 
 
 class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None  # auto (default with tools), none, required, or a function
+    parallel_tool_calls: bool = True
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def top_logprobs_asked(self) -> int | None:
+        if self.logprobs is not None and not isinstance(self.logprobs, bool):
+            raise InvalidRequest("logprobs is true or false in a chat request (top_logprobs: how many alternatives)")
+        if not self.logprobs:
+            if self.top_logprobs:
+                raise InvalidRequest("top_logprobs needs logprobs: true")
+            return None
+        return self.top_logprobs or 0
 
 
 class CompletionRequest(_Common):
@@ -64,3 +92,11 @@ class CompletionRequest(_Common):
 
     def unsupported(self) -> str | None:
         return "echo is not supported" if self.echo else super().unsupported()
+
+    def top_logprobs_asked(self) -> int | None:
+        """logprobs: n, the number of alternatives per token (0-5 in OpenAI's API; up to 20 here)."""
+        if self.logprobs is None or self.logprobs is False:
+            return None
+        if self.logprobs is True or not 0 <= self.logprobs <= 20:
+            raise InvalidRequest("logprobs is an integer from 0 to 20 in a completions request")
+        return int(self.logprobs)

@@ -10,6 +10,7 @@ from leapdecode.api import LLM, Run
 from leapdecode.batching.scheduler import Event, Scheduler
 from leapdecode.drafters import DRAFTER_METHODS, required_options
 from leapdecode.errors import InvalidRequest
+from leapdecode.grammar.tools import Tools
 from leapdecode.server.metrics import Metrics
 from leapdecode.server.protocol import ChatRequest, CompletionRequest
 
@@ -28,19 +29,30 @@ class Service:
         self.method_options = method_options or {}  # e.g. {"draft": {"draft_model": "..."}}
         self.metrics = Metrics(lambda: scheduler.queue_depth, lambda: scheduler.batch_size)
         scheduler.on_step = self.metrics.forward
+        if not llm.is_diffusion:  # built now (about a second), not in the first structured request's handler
+            llm.grammar_vocab
 
-    def prepare(self, req: ChatRequest | CompletionRequest) -> Run | DiffusionRun:
-        """Validate a request against the model and turn it into a Run; raises InvalidRequest/UnknownModel."""
+    @staticmethod
+    def tools(req: ChatRequest | CompletionRequest) -> Tools:
+        """A chat request's tools and tool_choice, validated (none for a text completion)."""
+        if isinstance(req, ChatRequest):
+            return Tools(req.tools, req.tool_choice, req.parallel_tool_calls)
+        return Tools(None, None)
+
+    def prepare(self, req: ChatRequest | CompletionRequest, tools: Tools | None = None) -> Run | DiffusionRun:
+        """Validate a request against the model and turn it into a Run; raises InvalidRequest/UnknownModel.
+        tools: the request's, as tools() made them (the prompt carries them, a grammar constrains the calls)."""
         if req.model != self.model_id:
             raise UnknownModel(f"the model {req.model!r} does not exist here; this server serves {self.model_id!r}")
         if problem := req.unsupported():
             raise InvalidRequest(problem)
-        ids = self._prompt_ids(req)
+        tools = tools if tools is not None else self.tools(req)
+        ids = self._prompt_ids(req, tools)
         room = self.llm.network.max_context - len(ids)
         limit = req.limit() if req.limit() is not None else max(room, 1)  # a full prompt gets the clear error
         method = req.method or self.method
         if self.llm.is_diffusion:
-            return self._prepare_diffusion(req, ids, limit, method)
+            return self._prepare_diffusion(req, ids, limit, method, tools)
         if method not in DRAFTER_METHODS:
             raise InvalidRequest(f"unknown method {method!r}; known: {', '.join(DRAFTER_METHODS)}")
         missing = [o for o in required_options(method) if o not in self.method_options.get(method, {})]
@@ -48,15 +60,30 @@ class Service:
             raise InvalidRequest(f"method {method!r} needs {', '.join(missing)}, which this server was not started with")
         if method == "eagle":  # a missing head is the request's 400 here; the decoding thread loads it
             self.llm.heads.check(self.method_options.get(method, {}).get("head"))
-        options = dict(method=method, max_new_tokens=limit, temperature=req.temperature,
-                       top_p=req.top_p, seed=req.seed, stop=req.stop_strings(), **self.method_options.get(method, {}))
+        options = dict(method=method, max_new_tokens=limit, temperature=req.temperature, top_p=req.top_p,
+                       seed=req.seed, stop=req.stop_strings(), logprobs=req.top_logprobs_asked(),
+                       **self._constraint(req, tools), **self.method_options.get(method, {}))
         return self.llm.stream(prompt_ids=ids, **options)
 
+    @staticmethod
+    def _constraint(req: ChatRequest | CompletionRequest, tools: Tools) -> dict[str, Any]:
+        """generate()'s constraint option: the tools' grammar, or the response_format."""
+        asked = req.response_format is not None and req.response_format.get("type") != "text"
+        if tools.active and asked:
+            raise InvalidRequest("response_format and tools together are not supported: give one")
+        if tools.active:
+            return {"constraint": tools.constraint()}
+        return {"response_format": req.response_format} if req.response_format is not None else {}
+
     def _prepare_diffusion(self, req: ChatRequest | CompletionRequest, ids: list[int], limit: int,
-                           method: str) -> DiffusionRun:
+                           method: str, tools: Tools) -> DiffusionRun:
         """A diffusion LM decodes greedily, whole blocks (cut at max_tokens), with the server's method."""
         from leapdecode.dllm.serving import DiffusionRun
 
+        structured = (req.response_format or {}).get("type", "text") != "text"
+        if tools.active or structured or req.top_logprobs_asked() is not None:
+            raise InvalidRequest("a diffusion LM fills its block in any order: tools, response_format and logprobs "
+                                 "are for autoregressive models")
         if req.top_p != 1.0 or req.seed is not None or req.stop_strings():
             raise InvalidRequest("a diffusion LM decodes greedily here: top_p, seed and stop do not apply")
         # greedy unless the request asked for sampling (OpenAI's default temperature, 1, is not asking)
@@ -67,9 +94,12 @@ class Service:
         self.llm.validate(ids, **options)
         return DiffusionRun(self.llm, ids, options, limit)
 
-    def _prompt_ids(self, req: ChatRequest | CompletionRequest) -> list[int]:
+    def _prompt_ids(self, req: ChatRequest | CompletionRequest, tools: Tools) -> list[int]:
         if isinstance(req, ChatRequest):
-            return self.llm.encode([m.model_dump(include={"role", "content"}) for m in req.messages])
+            given = [{"role": m.role, "content": m.text()} | ({"tool_calls": m.tool_calls} if m.tool_calls else {})
+                     | ({"tool_call_id": m.tool_call_id} if m.tool_call_id else {}) for m in req.messages]
+            messages, listed = tools.messages(given, self.llm.template_has_tools)
+            return self.llm.encode(messages, tools=listed)
         if isinstance(req.prompt, list):
             if not req.prompt or any(not 0 <= t < self.llm.network.vocab_size for t in req.prompt):
                 raise InvalidRequest("prompt token ids must be a non-empty list of ids within the vocabulary")
