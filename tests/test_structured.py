@@ -179,3 +179,19 @@ def test_the_bench_refuses_a_baseline_that_cannot_follow_the_schema(tmp_path):
         harness.run_bench(BenchConfig(methods=("hf", "none"), prompts="json-extract", limit=1, out=tmp_path))
     with pytest.raises(LeapError, match="not the tools' grammar"):
         harness.run_bench(BenchConfig(methods=("llamacpp-server", "none"), prompts="tool-calls", limit=1, out=tmp_path))
+
+
+def test_a_draft_past_the_grammars_end_leaves_the_matcher_where_it_was(llm):
+    """A draft that closes the grammar and then ends the text: checking it must not roll back a committed
+    token (the matcher does not take the end token once the grammar has ended)."""
+    constraint = Constraint(llm.grammar_vocab, GrammarSpec("regex", "ab"))
+    a, b = (llm.tokenizer.encode(x, add_special_tokens=False)[0] for x in "ab")
+    eos = min(llm.eos_ids)
+    constraint.advance([a])
+    draft = Draft(tokens=torch.tensor([b, eos]))
+    logits = torch.zeros(3, llm.network.vocab_size)
+    logits[0, b] = logits[1, eos] = logits[2, eos] = 5.0
+    assert constraint.argmax(draft, logits) == [b, eos, eos]
+    assert constraint.mask(draft, logits).argmax(dim=-1).tolist() == [b, eos, eos]
+    constraint.advance([b, eos])
+    assert constraint.matcher.is_stopped() and not constraint.matcher.is_error()

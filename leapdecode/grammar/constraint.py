@@ -65,8 +65,7 @@ class Constraint:
                 out[row] = int(self._masked(bits, logits[row : row + 1]).argmax())
             if row == len(tokens) or out[row] != tokens[row]:
                 break
-            self.matcher.consume_token(tokens[row])
-            walked += 1
+            walked += self._step(tokens[row])
         self.matcher.rollback(walked)
         self.seconds += time.perf_counter() - start
         return out
@@ -75,10 +74,7 @@ class Constraint:
         """Commit tokens verification yielded (each one the masks allowed; an end token once the grammar has
         ended, which the matcher no longer takes)."""
         for token in tokens:
-            if self.matcher.is_stopped() and token in self.vocab.eos_ids:
-                continue
-            if not self.matcher.consume_token(token):
-                raise RuntimeError(f"the grammar refused committed token {token}: {self.matcher.get_error()}")
+            self._step(token)
 
     def forced(self, k: int) -> list[int]:
         """Up to k tokens the grammar allows alone from here: a free draft (braces, keys, separators)."""
@@ -107,18 +103,26 @@ class Constraint:
             tokens, parents = draft.tokens.tolist(), draft.parents.tolist()
             self._fill(bits, 0)
             for node in range(len(tokens)):
-                path = _path(parents, tokens, node)
-                self.matcher.consume_tokens(path)
+                walked = sum(self._step(t) for t in _path(parents, tokens, node))
                 self._fill(bits, node + 1)
-                self.matcher.rollback(len(path))
+                self.matcher.rollback(walked)
             return bits
-        tokens = draft.tokens.tolist()
+        tokens, walked = draft.tokens.tolist(), 0
         for row in range(len(tokens) + 1):
             self._fill(bits, row)
             if row < len(tokens):
-                self.matcher.consume_token(tokens[row])
-        self.matcher.rollback(len(tokens))
+                walked += self._step(tokens[row])
+        self.matcher.rollback(walked)
         return bits
+
+    def _step(self, token: int) -> int:
+        """Walk one allowed token ahead (rolled back by the caller): 1, or 0 for an end token after the grammar
+        has ended, which the matcher does not take."""
+        if self.matcher.is_stopped() and token in self.vocab.eos_ids:
+            return 0
+        if not self.matcher.consume_token(token):
+            raise RuntimeError(f"the grammar refused token {token} it allowed: {self.matcher.get_error()}")
+        return 1
 
     def _fill(self, bits: np.ndarray, row: int) -> None:
         self.matcher.unsafe_compute_mask_ptr(bits[row].ctypes.data, self.words * 4)
