@@ -84,7 +84,7 @@ def test_the_grammar_forces_a_named_call_and_frees_auto(llm):
     from leapdecode.grammar.constraint import Constraint
 
     choice = {"type": "function", "function": {"name": "get_weather"}}
-    named = Constraint(llm.grammar_vocab, Tools([WEATHER], choice).constraint())
+    named = Constraint(llm.grammar_vocab, Tools([WEATHER], choice).constraint(llm.grammar_vocab.lark_literal))
     forced = llm.tokenizer.decode(named.forced(64))
     assert forced.startswith('<tool_call>\n{"name": "get_weather", "arguments": {')
     auto = Constraint(llm.grammar_vocab, Tools([WEATHER], "auto").constraint())

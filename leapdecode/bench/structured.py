@@ -14,15 +14,16 @@ from leapdecode.bench.structured_sets import parse_json, schema_valid
 from leapdecode.errors import LeapError
 from leapdecode.grammar.tools import Tools
 
-TOOL_CHOICE = "required"  # the bench measures constrained decoding: every answer is a call
+TOOL_CHOICE = "required"  # the bench measures constrained decoding: every answer is one call (parallel_tool_calls off)
 
 
 def encode_structured(llm: Any, prompt: BenchPrompt) -> tuple[list[int], dict[str, Any]]:
     """A prompt's ids (tools in the chat template) and generate()'s constraint options for it."""
     if prompt.tools:
-        tools = Tools(list(prompt.tools), TOOL_CHOICE)
+        tools = Tools(list(prompt.tools), TOOL_CHOICE, parallel=False)  # each prompt asks for one call
         messages, listed = tools.messages(_messages(prompt), llm.template_has_tools)
-        return list(llm.encode(messages, tools=listed)), {"constraint": tools.constraint()}
+        constraint = tools.constraint(llm.grammar_vocab.lark_literal)
+        return list(llm.encode(messages, tools=listed)), {"constraint": constraint}
     ids = list(llm.encode(prompt.prompt, raw=prompt.raw))
     return ids, ({"json_schema": prompt.schema} if prompt.schema is not None else {})
 
@@ -73,18 +74,20 @@ def structured_section(methods: dict[str, dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     return ["## Structured output", "", *md_table(STRUCTURED_HEADER, rows), "",
-            "Every method decodes under the prompt's schema (a tool prompt: the tools' grammar, one or more calls); "
-            "`none` is constrained plain decoding. Grammar-forced: emitted tokens the grammar forced, drafted for "
-            "free and the target accepted. Grammar time: its masks and forced tokens, as a share of the run.", ""]
+            "Every method decodes under the prompt's schema (a tool prompt: the tools' grammar, one or more "
+            "calls); `none` is constrained plain decoding. Finished: answers that ended before max_new_tokens; "
+            "valid JSON and schema-valid count those (an answer cut short is a prefix of valid JSON). "
+            "Grammar-forced: emitted tokens the grammar forced, drafted for free and the target accepted. "
+            "Grammar time: its masks and forced tokens, as a share of the run.", ""]
 
 
-STRUCTURED_HEADER = ["method", "valid JSON", "schema-valid", "tok/s", "speedup vs none", "tokens per forward",
-                     "grammar-forced", "grammar time"]
+STRUCTURED_HEADER = ["method", "finished", "valid JSON", "schema-valid", "tok/s", "speedup vs none",
+                     "tokens per forward", "grammar-forced", "grammar time"]
 
 
 def structured_rows(methods: dict[str, dict[str, Any]]) -> list[list[str]]:
     plain = (methods.get("none") or {}).get("tokens_per_s")
-    return [[m, pct(s["valid_json_rate"]), pct(s["schema_valid_rate"]), f"{s['tokens_per_s']:.2f}",
-             times(s["tokens_per_s"] / plain if plain else None), num(s["mean_accepted"]),
+    return [[m, pct(s["finished_rate"]), pct(s["valid_json_rate"]), pct(s["schema_valid_rate"]),
+             f"{s['tokens_per_s']:.2f}", times(s["tokens_per_s"] / plain if plain else None), num(s["mean_accepted"]),
              pct(s.get("grammar_token_share")), pct(s.get("grammar_time_share"))]
-            for m, s in methods.items() if s.get("valid_json_rate") is not None]
+            for m, s in methods.items() if s.get("finished_rate") is not None]

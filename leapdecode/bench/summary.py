@@ -68,17 +68,20 @@ def _stats(recs: list[RunRecord], reference: dict[str, list[int]]) -> dict[str, 
 
 
 def _structure(recs: list[RunRecord]) -> dict[str, Any]:
-    """Structured prompts: valid-JSON and schema-valid rates, the share of emitted tokens the grammar drafted
-    (forced tokens, accepted), and the grammar's share of the time (its masks and forced tokens)."""
+    """Structured prompts: the share of answers that ended before max_new_tokens, valid-JSON and schema-valid
+    rates among those (an answer cut short is a JSON prefix), the share of emitted tokens the grammar forced
+    (drafted for free, accepted), and the grammar's share of the time (its masks and forced tokens)."""
     judged = [r for r in recs if r.valid_json is not None]
     if not judged:
         return {}
+    ended = [r for r in judged if r.finish_reason == "stop"]
     tokens = sum(r.new_tokens for r in judged)
     seconds = sum(r.seconds for r in judged)
     drafted = sum(r.engine_stats.get("grammar_forced", 0) for r in judged)
     masking = sum(r.engine_stats.get("grammar_seconds", 0.0) for r in judged)
-    return {"valid_json_rate": sum(bool(r.valid_json) for r in judged) / len(judged),
-            "schema_valid_rate": sum(bool(r.schema_valid) for r in judged) / len(judged),
+    return {"finished_rate": len(ended) / len(judged),
+            "valid_json_rate": sum(bool(r.valid_json) for r in ended) / len(ended) if ended else None,
+            "schema_valid_rate": sum(bool(r.schema_valid) for r in ended) / len(ended) if ended else None,
             "grammar_token_share": drafted / tokens if tokens and any(r.engine_stats for r in judged) else None,
             "grammar_time_share": masking / seconds if seconds and any(r.engine_stats for r in judged) else None}
 

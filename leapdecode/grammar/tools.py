@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,16 +58,17 @@ class Tools:
         """Whether the answer may hold calls (tools given and tool_choice is not none)."""
         return bool(self.functions) and self.choice != "none"
 
-    def constraint(self) -> GrammarSpec | None:
+    def constraint(self, literal: Callable[[str], str] = json.dumps) -> GrammarSpec | None:
         """auto: free text, or calls whose arguments follow their schema; required: one or more calls; a
-        named function: calls to it. None without tools or with tool_choice none."""
+        named function: calls to it. None without tools or with tool_choice none. literal: how the grammar
+        spells the tags for the model's vocabulary (GrammarVocab.lark_literal: a special token where it is one)."""
         if not self.active:
             return None
         called = [f for f in self.functions if self.choice in ("auto", "required") or f.name == self.choice]
         schema = {"anyOf": [_call_schema(f) for f in called]} | {"x-guidance": JSON_LAYOUT}
         calls = 'call ("\\n" call)*' if self.parallel else "call"
         start = f"TEXT | {calls}" if self.choice == "auto" else calls
-        lark = (f"start: {start}\ncall: {json.dumps(OPEN + chr(10))} args {json.dumps(chr(10) + CLOSE)}\n"
+        lark = (f"start: {start}\ncall: {literal(OPEN)} \"\\n\" args \"\\n\" {literal(CLOSE)}\n"
                 f"args: %json {json.dumps(schema)}\n"
                 f"TEXT: /(?s:.+)/ & ~/{re.escape(OPEN)}(?s:.*)/\n")
         return GrammarSpec("grammar", lark)

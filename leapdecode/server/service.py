@@ -65,14 +65,13 @@ class Service:
                        **self._constraint(req, tools), **self.method_options.get(method, {}))
         return self.llm.stream(prompt_ids=ids, **options)
 
-    @staticmethod
-    def _constraint(req: ChatRequest | CompletionRequest, tools: Tools) -> dict[str, Any]:
+    def _constraint(self, req: ChatRequest | CompletionRequest, tools: Tools) -> dict[str, Any]:
         """generate()'s constraint option: the tools' grammar, or the response_format."""
         asked = req.response_format is not None and req.response_format.get("type") != "text"
         if tools.active and asked:
             raise InvalidRequest("response_format and tools together are not supported: give one")
         if tools.active:
-            return {"constraint": tools.constraint()}
+            return {"constraint": tools.constraint(self.llm.grammar_vocab.lark_literal)}
         return {"response_format": req.response_format} if req.response_format is not None else {}
 
     def _prepare_diffusion(self, req: ChatRequest | CompletionRequest, ids: list[int], limit: int,
