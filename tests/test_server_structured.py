@@ -142,6 +142,8 @@ def test_streamed_completion_logprobs_cover_every_token(server):
     ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "together"),
     ({"logprobs": True, "top_logprobs": 50}, "top_logprobs"),
     ({"top_logprobs": 2}, "logprobs"),
+    ({"logit_bias": {"15": 5}}, "logit_bias: not supported"),
+    ({"functions": [{"name": "f"}]}, "use tools"),
 ])
 def test_bad_structured_requests_are_400_and_the_server_goes_on(server, extra, fragment):
     body = {"model": MODEL, "messages": ASK, "max_tokens": 8} | extra

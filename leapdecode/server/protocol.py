@@ -1,5 +1,5 @@
-"""Request bodies in OpenAI's shapes, validated by pydantic. Fields we do not act on are accepted and
-ignored (clients send them by default) unless honouring them would change the answer."""
+"""Request bodies in OpenAI's shapes, validated by pydantic. A field this server does not honour is refused
+with a 400 naming it, except the few that ask nothing of the answer (user, metadata, store, service_tier)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from leapdecode.errors import InvalidRequest
+
+
+HARMLESS = frozenset({"user", "metadata", "store", "service_tier"})  # ask nothing of the answer: accepted
 
 
 class StreamOptions(BaseModel):
@@ -40,6 +43,11 @@ class _Common(BaseModel):
         """A request field set to something this server cannot honour, named, or None."""
         if self.frequency_penalty or self.presence_penalty:
             return "frequency_penalty and presence_penalty are not supported (they would change the answer)"
+        unknown = sorted(set(self.model_extra or {}) - HARMLESS)
+        if unknown:
+            hint = {"functions": " (use tools)", "function_call": " (use tool_choice)",
+                    "guided_json": " (use response_format)"}.get(unknown[0], "")
+            return f"{', '.join(unknown)}: not supported by this server{hint}"
         return None
 
     def top_logprobs_asked(self) -> int | None:
