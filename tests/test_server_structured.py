@@ -151,3 +151,22 @@ def test_bad_structured_requests_are_400_and_the_server_goes_on(server, extra, f
     assert r.status_code == 400 and fragment in r.json()["error"]["message"], r.text
     ok = httpx.post(f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 4})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("prompts", ["json-extract", "tool-calls"])
+def test_bench_serve_sends_each_prompts_constraint(server, tmp_path, prompts):
+    import argparse
+
+    from leapdecode.bench.serve_bench import add_bench_serve_arguments, run_bench_serve
+
+    p = argparse.ArgumentParser()
+    add_bench_serve_arguments(p)
+    args = p.parse_args(["--url", server.url, "--prompts", prompts, "--concurrency", "1", "--requests", "2",
+                         "--max-tokens", "24", "--out", str(tmp_path)])
+    rows = run_bench_serve(args)["rows"]
+    assert all(r["errors"] == 0 and r["tokens"] > 0 and r["ttft_p50"] > 0 for r in rows), rows
+    from leapdecode.bench.prompts import load_prompts
+    from leapdecode.bench.structured import structured_request
+
+    asked = structured_request(load_prompts(prompts, 1)[0])
+    assert asked["response_format"]["json_schema"]["schema"] if prompts == "json-extract" else asked["tools"]

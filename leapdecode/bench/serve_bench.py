@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from leapdecode.bench.prompts import load_prompts, prompt_set_name
+from leapdecode.bench.structured import structured_request
 from leapdecode.bench.serve_load import LoadConfig, run_load
 from leapdecode.errors import LeapError
 
@@ -36,7 +37,8 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-layers", help="a started server's layerskip set (methods layerskip and auto)")
     p.add_argument("--skip-dtype", default=None, help="a started server's layerskip draft precision (e.g. int4)")
     p.add_argument("--tree", type=int, default=None, help="a started server's token-tree width")
-    p.add_argument("--prompts", default="mt-bench", help="mt-bench, humaneval or a .jsonl file")
+    p.add_argument("--prompts", default="mt-bench", help="mt-bench, humaneval, json-extract (each request with its "
+                   "response_format), tool-calls (with its tools) or a .jsonl file")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="comma-separated concurrency levels")
     p.add_argument("--requests", type=int, default=16, help="requests per level and mode (at least the concurrency)")
     p.add_argument("--max-tokens", type=int, default=128)
@@ -44,8 +46,8 @@ def add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench_serve(args: argparse.Namespace) -> dict[str, Any]:
-    prompts = [p.prompt if isinstance(p.prompt, list) else [{"role": "user", "content": p.prompt}]
-               for p in load_prompts(args.prompts)]
+    prompts = [{"messages": p.prompt if isinstance(p.prompt, list) else [{"role": "user", "content": p.prompt}]}
+               | structured_request(p) for p in load_prompts(args.prompts)]
     levels = tuple(int(c) for c in str(args.concurrency).split(",") if c.strip())
     out = args.out or Path("bench-out") / f"serve-{prompt_set_name(args.prompts)}"
     started = "leapdecode " + " ".join(_server_command(args, 0)[3:-2])  # refuses drafting options with --url

@@ -25,7 +25,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @dataclass(frozen=True, slots=True)
 class LoadConfig:
     url: str  # the server's base URL, e.g. http://127.0.0.1:8000
-    prompts: tuple[Any, ...]  # chat message lists
+    prompts: tuple[dict[str, Any], ...]  # request bodies' own parts: messages, and a structured prompt's
+    # response_format or tools (bench.structured.structured_request)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     requests: int = 16  # per concurrency level and mode (at least the concurrency itself)
     max_tokens: int = 128
@@ -77,9 +78,9 @@ async def _level(client: httpx.AsyncClient, cfg: LoadConfig, model: str, c: int,
     return _summarise(c, mode, timings, wall)
 
 
-async def _one(client: httpx.AsyncClient, model: str, messages: Any, max_tokens: int, mode: str | None) -> RequestTiming:
-    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-                            "stream": True}
+async def _one(client: httpx.AsyncClient, model: str, request: dict[str, Any], max_tokens: int,
+               mode: str | None) -> RequestTiming:
+    body: dict[str, Any] = request | {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     if mode is not None:
         body["method"] = mode
     t = RequestTiming()
@@ -105,7 +106,8 @@ def _take(chunk: dict[str, Any], t: RequestTiming, start: float, last: float) ->
         t.tokens = usage["completion_tokens"]
         t.accepted_per_forward = usage.get("speculation", {}).get("accepted_per_forward")
     choices = chunk.get("choices") or []
-    if choices and choices[0].get("delta", {}).get("content"):
+    delta = choices[0].get("delta", {}) if choices else {}
+    if delta.get("content") or delta.get("tool_calls"):
         if t.ttft is None:
             t.ttft = now - start
         return now

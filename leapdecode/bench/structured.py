@@ -28,6 +28,15 @@ def encode_structured(llm: Any, prompt: BenchPrompt) -> tuple[list[int], dict[st
     return ids, ({"json_schema": prompt.schema} if prompt.schema is not None else {})
 
 
+def structured_request(prompt: BenchPrompt) -> dict[str, Any]:
+    """The OpenAI request fields that ask the server for a prompt's constraint (bench-serve)."""
+    if prompt.tools:
+        return {"tools": list(prompt.tools), "tool_choice": TOOL_CHOICE, "parallel_tool_calls": False}
+    if prompt.schema is not None:
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": prompt.schema}}}
+    return {}
+
+
 def check_methods(methods: Sequence[str], prompts: Sequence[BenchPrompt]) -> None:
     """Refuse, before any model loads, a baseline that cannot decode under the prompts' constraints."""
     if not any(p.schema is not None or p.tools for p in prompts):
