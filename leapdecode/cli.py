@@ -257,7 +257,7 @@ def _generate(args: argparse.Namespace) -> int:
     if is_dllm(args.model):
         from leapdecode.dllm.cli import generate_dllm
 
-        if _constraint_options(args):
+        if _constrained(args):
             raise LeapError("structured output (--json-object, --json-schema, --regex, --grammar) is for "
                             "autoregressive models; a diffusion LM fills its block in any order")
         return generate_dllm(args, prompt)
@@ -276,7 +276,7 @@ def _generate(args: argparse.Namespace) -> int:
         llm.drafts.load_self(args.skip_dtype)
     if args.method == "eagle" or args.head:  # likewise the head
         llm.heads.load(args.head)
-    if _constraint_options(args):  # likewise the vocabulary the grammar walks (about a second)
+    if _constrained(args):  # likewise the vocabulary the grammar walks (about a second)
         llm.grammar_vocab
     ids = llm.encode(prompt, raw=args.raw)
     if args.json:
@@ -310,10 +310,16 @@ def _constraint_arguments(g: argparse.ArgumentParser) -> None:
     c.add_argument("--grammar", metavar="FILE", help="the answer follows this grammar (Lark, or llama.cpp's GBNF)")
 
 
+def _constrained(args: argparse.Namespace) -> bool:
+    """Whether a structured-output flag was given (its file is read once, by _constraint_options)."""
+    return args.json_object or any(v is not None for v in (args.json_schema, args.regex, args.grammar))
+
+
 def _constraint_options(args: argparse.Namespace) -> dict[str, Any]:
     """The output constraint given on the command line, as generate()'s options."""
     given = {"response_format": {"type": "json_object"} if args.json_object else None, "regex": args.regex,
-             "json_schema": _read_text(args.json_schema, "--json-schema"), "grammar": _read_text(args.grammar, "--grammar")}
+             "json_schema": _read_text(args.json_schema, "--json-schema"),
+             "grammar": _read_text(args.grammar, "--grammar")}
     named = [k for k, v in given.items() if v is not None]
     if len(named) > 1:
         raise LeapError("give one of --json-object, --json-schema, --regex and --grammar")

@@ -11,7 +11,7 @@ from leapdecode.bench.contenders import GenerateFn, build_contenders
 from leapdecode.bench.prompts import correct
 from leapdecode.bench.record import RunRecord
 from leapdecode.bench.runner import EncodedPrompt
-from leapdecode.bench.structured import call_text, structure_check
+from leapdecode.bench.structured import judge
 from leapdecode.dllm.config import DLLM_METHODS, DLLM_ONLY, is_variant
 from leapdecode.errors import LeapError
 
@@ -55,8 +55,8 @@ def score(records: list[RunRecord], prompts: list[EncodedPrompt], tokenizer: Any
     out = []
     for r in records:
         prompt = by_id[r.prompt_id]
-        text = tokenizer.decode(r.token_ids, skip_special_tokens=True) if prompt.answer is not None or prompt.schema \
-            is not None or prompt.tools else ""
-        valid, follows = structure_check(prompt, text)
-        out.append(replace(r, correct=correct(prompt, call_text(prompt, text)), valid_json=valid, schema_valid=follows))
+        checked = prompt.answer is not None or prompt.schema is not None or prompt.tools
+        text = tokenizer.decode(r.token_ids, skip_special_tokens=True) if checked else ""
+        valid, follows, answer = judge(prompt, text)
+        out.append(replace(r, correct=correct(prompt, answer), valid_json=valid, schema_valid=follows))
     return out

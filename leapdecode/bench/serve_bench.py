@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 
 from leapdecode.bench.prompts import load_prompts, prompt_set_name
-from leapdecode.bench.structured import structured_request
 from leapdecode.bench.serve_load import LoadConfig, run_load
+from leapdecode.bench.structured import structured_request
 from leapdecode.errors import LeapError
 
 COLUMNS = ["concurrency", "speculation", "throughput", "latency_p50", "latency_p99", "ttft_p50", "ttft_p99",

@@ -14,13 +14,13 @@ from leapdecode.bench.structured_sets import parse_json, schema_valid
 from leapdecode.errors import LeapError
 from leapdecode.grammar.tools import Tools
 
-TOOL_CHOICE = "required"  # the bench measures constrained decoding: every answer is one call (parallel_tool_calls off)
+TOOL_CHOICE = "required"  # the bench measures constrained decoding: every answer is one call (no parallel calls)
 
 
 def encode_structured(llm: Any, prompt: BenchPrompt) -> tuple[list[int], dict[str, Any]]:
     """A prompt's ids (tools in the chat template) and generate()'s constraint options for it."""
     if prompt.tools:
-        tools = Tools(list(prompt.tools), TOOL_CHOICE, parallel=False)  # each prompt asks for one call
+        tools = _tools(prompt)
         messages, listed = tools.messages(_messages(prompt), llm.template_has_tools)
         constraint = tools.constraint(llm.grammar_vocab.lark_literal)
         return list(llm.encode(messages, tools=listed)), {"constraint": constraint}
@@ -49,27 +49,27 @@ def check_methods(methods: Sequence[str], prompts: Sequence[BenchPrompt]) -> Non
         raise LeapError("llama-server takes a JSON schema, not the tools' grammar: use it on json-extract")
 
 
-def structure_check(prompt: BenchPrompt, text: str) -> tuple[bool | None, bool | None]:
-    """(valid JSON, follows its schema) for a structured prompt's answer; (None, None) for another prompt.
-    A tool prompt's answer is judged by its first call: the arguments against the called function's schema."""
+def judge(prompt: BenchPrompt, text: str) -> tuple[bool | None, bool | None, str]:
+    """(valid JSON, follows its schema, the text its answer is checked as) for a structured prompt's answer;
+    (None, None, text) for another prompt. A tool prompt's answer is judged by its first call, the arguments
+    against the called function's schema, and checked as {"name", "arguments"}."""
     if prompt.tools:
-        _, calls = Tools(list(prompt.tools), TOOL_CHOICE).parse(text)
+        tools = _tools(prompt)
+        _, calls = tools.parse(text)
         if not calls:
-            return False, False
-        params = {t["function"]["name"]: t["function"].get("parameters", {}) for t in prompt.tools}
-        return True, schema_valid(json.loads(calls[0].arguments), params[calls[0].name])
+            return False, False, ""
+        arguments = json.loads(calls[0].arguments)
+        params = next(f.parameters for f in tools.functions if f.name == calls[0].name)
+        return True, schema_valid(arguments, params), json.dumps({"name": calls[0].name, "arguments": arguments})
     if prompt.schema is None:
-        return None, None
+        return None, None, text
     obj = parse_json(text)
-    return obj is not None, obj is not None and schema_valid(obj, prompt.schema)
+    return obj is not None, obj is not None and schema_valid(obj, prompt.schema), text
 
 
-def call_text(prompt: BenchPrompt, text: str) -> str:
-    """What a tool prompt's answer is checked as: its first call, {"name", "arguments"}; other answers as is."""
-    if not prompt.tools:
-        return text
-    _, calls = Tools(list(prompt.tools), TOOL_CHOICE).parse(text)
-    return json.dumps({"name": calls[0].name, "arguments": json.loads(calls[0].arguments)}) if calls else ""
+def _tools(prompt: BenchPrompt) -> Tools:
+    """A tool prompt's tools as the bench asks for them: one call (tool_choice required, no parallel calls)."""
+    return Tools(list(prompt.tools or ()), TOOL_CHOICE, parallel=False)
 
 
 def _messages(prompt: BenchPrompt) -> list[dict[str, Any]]:

@@ -128,7 +128,7 @@ class Run:
         res = GenerationResult(text=self.finisher.text, token_ids=list(self.finisher.ids),
                                finish_reason=self.finisher.reason or "length")
         if self.opts.logprobs is not None and self.engine is not None:
-            res.logprobs = self.engine.logprobs[: len(res.token_ids)]
+            res.logprobs = self.token_logprobs()
         if stats:
             res.stats = stats
             stats.new_tokens, stats.seconds = len(self.finisher.ids), self.seconds

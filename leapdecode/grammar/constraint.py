@@ -5,11 +5,13 @@ to constrained plain decoding: each verified row sees exactly the mask plain dec
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from leapdecode.decode.tree import subtree
 from leapdecode.errors import InvalidRequest
 from leapdecode.grammar.spec import GrammarSpec
 from leapdecode.grammar.vocab import GrammarVocab
@@ -160,14 +162,12 @@ def _path(parents: list[int], tokens: list[int], node: int) -> list[int]:
 
 
 def _subtree(draft: Draft, nodes: list[int]) -> Draft:
-    """The tree of the given nodes (each one's parent among them or the root), renumbered in order."""
+    """The tree of the given nodes (each one's parent among them or the root), with the draft's arm and extra
+    rows; cut to nothing, the extra rows go too (as Draft.prefix does)."""
     if len(nodes) == len(draft):
         return draft
     if not nodes:
         return Draft.empty(arm=draft.arm)
-    index = {old: new for new, old in enumerate(nodes)}
-    parents = [-1 if (p := int(draft.parents[n])) < 0 else index[p] for n in nodes]
-    keep = torch.tensor(nodes)
-    return Draft(tokens=draft.tokens[keep], parents=torch.tensor(parents), arm=draft.arm, extra=draft.extra)
+    return replace(subtree(draft.tokens.tolist(), draft.parents.tolist(), nodes), arm=draft.arm, extra=draft.extra)
 
 

@@ -55,9 +55,6 @@ class GrammarSpec:
         except Exception as e:  # the converters raise ValueError and friends on malformed input
             raise InvalidRequest(f"invalid {self.kind.replace('_', ' ')}: {e}") from e
 
-    def describe(self) -> str:
-        return self.kind if self.kind == "json_object" else f"{self.kind} ({len(self.source)} characters)"
-
 
 def spec_of(json_schema: dict[str, Any] | str | None = None, regex: str | None = None, grammar: str | None = None,
             response_format: dict[str, Any] | None = None) -> GrammarSpec | None:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from leapdecode.decode.logprobs import MAX_TOP
 from leapdecode.errors import InvalidRequest
-
 
 HARMLESS = frozenset({"user", "metadata", "store", "service_tier"})  # ask nothing of the answer: accepted
 
@@ -54,6 +54,11 @@ class _Common(BaseModel):
         """How many alternatives per token the answer's logprobs carry; None: no logprobs."""
         raise NotImplementedError
 
+    @property
+    def structured(self) -> bool:
+        """Whether response_format asks for more than text."""
+        return self.response_format is not None and self.response_format.get("type") != "text"
+
     def stop_strings(self) -> tuple[str, ...]:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return tuple(s for s in stop if s)
@@ -81,7 +86,7 @@ class ChatRequest(_Common):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None  # auto (default with tools), none, required, or a function
     parallel_tool_calls: bool = True
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP)
 
     def top_logprobs_asked(self) -> int | None:
         if self.logprobs is not None and not isinstance(self.logprobs, bool):
@@ -102,9 +107,9 @@ class CompletionRequest(_Common):
         return "echo is not supported" if self.echo else super().unsupported()
 
     def top_logprobs_asked(self) -> int | None:
-        """logprobs: n, the number of alternatives per token (0-5 in OpenAI's API; up to 20 here)."""
+        """logprobs: n, the number of alternatives per token (0-5 in OpenAI's API; up to MAX_TOP here)."""
         if self.logprobs is None or self.logprobs is False:
             return None
-        if self.logprobs is True or not 0 <= self.logprobs <= 20:
-            raise InvalidRequest("logprobs is an integer from 0 to 20 in a completions request")
+        if self.logprobs is True or not 0 <= self.logprobs <= MAX_TOP:
+            raise InvalidRequest(f"logprobs is an integer from 0 to {MAX_TOP} in a completions request")
         return int(self.logprobs)

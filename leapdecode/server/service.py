@@ -67,8 +67,7 @@ class Service:
 
     def _constraint(self, req: ChatRequest | CompletionRequest, tools: Tools) -> dict[str, Any]:
         """generate()'s constraint option: the tools' grammar, or the response_format."""
-        asked = req.response_format is not None and req.response_format.get("type") != "text"
-        if tools.active and asked:
+        if tools.active and req.structured:
             raise InvalidRequest("response_format and tools together are not supported: give one")
         if tools.active:
             return {"constraint": tools.constraint(self.llm.grammar_vocab.lark_literal)}
@@ -79,8 +78,7 @@ class Service:
         """A diffusion LM decodes greedily, whole blocks (cut at max_tokens), with the server's method."""
         from leapdecode.dllm.serving import DiffusionRun
 
-        structured = (req.response_format or {}).get("type", "text") != "text"
-        if tools.active or structured or req.top_logprobs_asked() is not None:
+        if tools.active or req.structured or req.top_logprobs_asked() is not None:
             raise InvalidRequest("a diffusion LM fills its block in any order: tools, response_format and logprobs "
                                  "are for autoregressive models")
         if req.top_p != 1.0 or req.seed is not None or req.stop_strings():
